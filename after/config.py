@@ -1,0 +1,261 @@
+"""Settings: ``etc/after.toml``, then ``AFTER_*`` environment variables, then CLI options.
+
+Every setting has one name used everywhere: ``section.key`` in the TOML file, and the
+attribute ``section_key`` on :class:`Settings` (``server.port`` -> ``server_port``). The
+environment variables PRODUCT.md names (``AFTER_COUCHDB_URL``, ``AFTER_PORT``,
+``AFTER_STATE_DIR``, ``AFTER_API_TOKEN``) are kept short; every other setting can be set
+as ``AFTER_<SECTION>_<KEY>``. A wrong type or an unknown key is a ConfigError naming it:
+a typo in a config file must not silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from after.errors import ConfigError
+
+#: The checkout (or installed tree) this package lives in. ``var/``, ``etc/`` and
+#: ``node_modules/`` are looked up relative to it when not configured.
+ROOT = Path(__file__).resolve().parent.parent
+
+SHORT_ENV = {
+    "AFTER_COUCHDB_URL": "couchdb_url",
+    "AFTER_PORT": "server_port",
+    "AFTER_HOST": "server_host",
+    "AFTER_STATE_DIR": "state_dir",
+    "AFTER_API_TOKEN": "server_api_token",
+    "AFTER_DATABASE": "couchdb_database",
+}
+
+
+@dataclasses.dataclass
+class Settings:
+    # [server]
+    server_host: str = "127.0.0.1"
+    server_port: int = 5985
+    server_api_token: str = ""
+    server_protect_reads: bool = False
+    server_max_body_bytes: int = 1024 * 1024
+    server_cors_origins: list[str] = dataclasses.field(default_factory=list)
+    # [couchdb]
+    couchdb_url: str = ""
+    couchdb_user: str = ""
+    couchdb_password: str = ""
+    couchdb_database: str = "after"
+    couchdb_embedded_server: str = ""
+    # [state]
+    state_dir: str = ""
+    # [scheduler]
+    scheduler_lease_seconds: float = 30.0
+    scheduler_window_seconds: float = 60.0
+    scheduler_default_timeout: float = 3600.0
+    scheduler_history_limit: int = 50
+    scheduler_log_limit: int = 200
+    scheduler_runs_limit: int = 20
+    scheduler_retention_days: float = 7.0
+    scheduler_purge_interval: float = 300.0
+    scheduler_claim_batch: int = 500
+    # [workers]
+    workers_log_max_bytes: int = 10 * 1024 * 1024
+    workers_log_backups: int = 3
+    workers_restart_max_delay: float = 60.0
+    workers_shutdown_timeout: float = 30.0
+    workers_autostart: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    # [jobs.NAME] command = "..." : shell jobs declared by the operator
+    jobs: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    # where the settings came from, for messages
+    config_file: str = ""
+
+    @property
+    def state_path(self) -> Path:
+        return Path(self.state_dir) if self.state_dir else ROOT / "var"
+
+    @property
+    def embedded(self) -> bool:
+        return not self.couchdb_url
+
+    @property
+    def base_url(self) -> str:
+        host = "127.0.0.1" if self.server_host in ("0.0.0.0", "") else self.server_host
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"http://{host}:{self.server_port}"
+
+    @property
+    def token_file(self) -> Path:
+        return self.state_path / "token"
+
+    def token(self) -> str:
+        """The API token: configured, or the one the daemon generated on its first start."""
+        if self.server_api_token:
+            return self.server_api_token
+        try:
+            return self.token_file.read_text().strip()
+        except FileNotFoundError:
+            return ""
+
+    def ensure_token(self) -> str:
+        """Return the token, creating the 0600 token file when none is configured."""
+        token = self.token()
+        if token:
+            return token
+        self.state_path.mkdir(parents=True, exist_ok=True)
+        token = secrets.token_urlsafe(32)
+        fd = os.open(self.token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+        return token
+
+    def public(self) -> dict[str, Any]:
+        """Settings safe to show (no token, no CouchDB credentials)."""
+        out = dataclasses.asdict(self)
+        out["server_api_token"] = "***" if self.server_api_token else ""
+        out["couchdb_password"] = "***" if self.couchdb_password else ""
+        out["couchdb_url"] = redact_url(self.couchdb_url)
+        return out
+
+
+def redact_url(url: str) -> str:
+    """``http://u:p@h`` -> ``http://u:***@h``: URLs are logged, credentials never."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+_TABLES = {"workers_autostart", "jobs"}
+
+
+def _coerce(name: str, value: Any, where: str) -> Any:
+    """Convert ``value`` to the type of setting ``name``, or raise ConfigError naming it."""
+    default = getattr(Settings(), name)
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, str):
+                low = value.strip().lower()
+                if low in ("1", "true", "yes", "on"):
+                    return True
+                if low in ("0", "false", "no", "off", ""):
+                    return False
+                raise ValueError(value)
+            if isinstance(value, bool):
+                return value
+            raise ValueError(value)
+        if isinstance(default, int):
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return int(value)
+        if isinstance(default, float):
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
+        if isinstance(default, list):
+            if isinstance(value, str):
+                return [v.strip() for v in value.split(",") if v.strip()]
+            if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                return value
+            raise ValueError(value)
+        if isinstance(default, str):
+            if not isinstance(value, str | int):
+                raise ValueError(value)
+            return str(value)
+    except ValueError:
+        kind = type(default).__name__
+        raise ConfigError(f"{where}: expected {kind}, got {value!r}") from None
+    return value
+
+
+def _flatten(data: Mapping[str, Any], source: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for section, body in data.items():
+        if section in ("workers", "jobs") and isinstance(body, dict):
+            for key, value in body.items():
+                if section == "jobs" or isinstance(value, dict):
+                    if not isinstance(value, dict):
+                        raise ConfigError(f"{source}: [{section}.{key}] must be a table")
+                    table = "jobs" if section == "jobs" else "workers_autostart"
+                    out.setdefault(table, {})[key] = value
+                else:
+                    out[f"{section}_{key}"] = value
+            continue
+        if section == "state_dir" or not isinstance(body, dict):
+            out[section] = body
+            continue
+        for key, value in body.items():
+            name = "state_dir" if (section, key) == ("state", "dir") else f"{section}_{key}"
+            out[name] = value
+    return out
+
+
+def load(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Read the settings: file < environment < overrides (CLI options).
+
+    ``path`` defaults to ``$AFTER_CONFIG``, else ``etc/after.toml`` beside the package
+    when it exists. A missing explicit file is an error; a missing default one is not.
+    """
+    env = os.environ if env is None else env
+    explicit = path or env.get("AFTER_CONFIG")
+    file = Path(explicit) if explicit else ROOT / "etc" / "after.toml"
+    values: dict[str, Any] = {}
+    if file.exists():
+        try:
+            data = tomllib.loads(file.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+        values.update(_flatten(data, str(file)))
+    elif explicit:
+        raise ConfigError(f"config file {file} does not exist")
+
+    for var, value in env.items():
+        if not var.startswith("AFTER_") or var in ("AFTER_CONFIG",) or var.startswith("AFTER_TEST_"):
+            continue
+        if var.startswith("AFTER_BENCH_"):
+            continue
+        name = SHORT_ENV.get(var) or var[len("AFTER_") :].lower()
+        if name in _FIELDS and name not in _TABLES:
+            values[name] = value
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            values[name] = value
+
+    settings = Settings(config_file=str(file) if file.exists() else "")
+    for name, value in values.items():
+        if name not in _FIELDS or name == "config_file":
+            section, _, key = name.partition("_")
+            raise ConfigError(f"{file}: unknown setting {section}.{key}")
+        if name in _TABLES:
+            setattr(settings, name, value)
+        else:
+            setattr(settings, name, _coerce(name, value, name.replace("_", ".", 1)))
+    validate(settings)
+    return settings
+
+
+def validate(s: Settings) -> None:
+    if not 0 < s.server_port < 65536:
+        raise ConfigError(f"server.port must be 1..65535, got {s.server_port}")
+    if s.scheduler_lease_seconds <= 0:
+        raise ConfigError("scheduler.lease_seconds must be > 0")
+    if s.scheduler_window_seconds < 2:
+        raise ConfigError("scheduler.window_seconds must be >= 2")
+    if s.couchdb_url and "://" not in s.couchdb_url:
+        raise ConfigError(f"couchdb.url must be an http(s) URL, got {redact_url(s.couchdb_url)!r}")
+    if not s.couchdb_database or not s.couchdb_database[0].islower():
+        raise ConfigError("couchdb.database must start with a lowercase letter")
+    for name, job in s.jobs.items():
+        if not isinstance(job.get("command"), str | list):
+            raise ConfigError(f"[jobs.{name}] needs command = \"...\" (a string or a list)")

@@ -1,0 +1,107 @@
+"""Every error After raises on purpose, in one tree.
+
+The HTTP layer maps these to statuses in one middleware (``api/middleware.py``), the CLI
+maps them to exit code 1 with a one-line message; nothing else needs try/except. Errors
+of the libraries underneath (aiocouch, aiohttp client) are translated into this tree at
+one boundary, ``store.py``.
+
+::
+
+    AfterError                      500  (a bug or an unexpected state; never bad input)
+     ├── ConfigError                      a setting is missing or invalid (daemon refuses to start)
+     ├── InvalidInput               400  a request body, parameter or document field is wrong
+     │    └── Unprocessable         422  well-formed but impossible (bad cron, unknown zone)
+     ├── Unauthorized               401  missing or wrong bearer token
+     ├── NotFound                   404  no such task / worker
+     ├── Conflict                   409  a stale revision: somebody else changed the document
+     ├── TooLarge                   413  request body over the configured limit
+     ├── UnsupportedMedia           415  request body is not JSON
+     └── StoreUnavailable           503  CouchDB cannot be reached or refused us
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AfterError(Exception):
+    """Base of every error After raises deliberately."""
+
+    status = 500
+    code = "internal"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"error": self.code, "message": self.message}
+        if self.field is not None:
+            body["field"] = self.field
+        return body
+
+
+class ConfigError(AfterError):
+    """A configuration file, environment variable or option is invalid."""
+
+    code = "config"
+
+
+class InvalidInput(AfterError):
+    """Input that can be named and fixed by the caller: a field, a parameter, a date."""
+
+    status = 400
+    code = "invalid"
+
+
+class Unprocessable(InvalidInput):
+    """Well-formed input that cannot be honoured (unknown time zone, bad cron)."""
+
+    status = 422
+    code = "unprocessable"
+
+
+class Unauthorized(AfterError):
+    status = 401
+    code = "unauthorized"
+
+
+class NotFound(AfterError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(AfterError):
+    """The document changed since it was read (a CouchDB 409 on its revision).
+
+    For the scheduler this is the normal way of learning that another daemon or a
+    client got there first; it is never retried blindly.
+    """
+
+    status = 409
+    code = "conflict"
+
+
+class TooLarge(AfterError):
+    status = 413
+    code = "too_large"
+
+
+class UnsupportedMedia(AfterError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class StoreUnavailable(AfterError):
+    """CouchDB did not answer, or answered with a server error."""
+
+    status = 503
+    code = "store_unavailable"
+
+
+class Forbidden(AfterError):
+    """CouchDB's validate_doc_update refused a write (e.g. a client writing ``scheduled``)."""
+
+    status = 403
+    code = "forbidden"

@@ -1,0 +1,515 @@
+"""Every CouchDB access After makes, behind a narrow interface of lease verbs.
+
+The verbs, and exactly when a task is eligible for each:
+
+- :meth:`Store.agenda` — tasks the scheduler must look at by ``until``: pending tasks
+  (``waiting``/``reschedule``) whose ``date`` has come, held tasks (``schedule``/
+  ``scheduled``) whose lease ends, and ``cancel`` intents. One view range query: its
+  cost is what is due, not what is stored.
+- :meth:`Store.claim` — move due tasks to ``schedule`` under a lease for one daemon, in
+  one ``_bulk_docs`` request. Each document is written with the revision the scheduler
+  read, so a task another daemon claimed first comes back as a conflict, never twice.
+- :meth:`Store.write_many` — the same revision-checked bulk write for status changes
+  (release with results, retries, recoveries).
+- :meth:`Store.changes` — the ``_changes`` feed, how new and changed documents reach
+  the scheduler without polling the whole database.
+
+Built on aiocouch (server, database and document objects, its error classes) and its
+raw endpoint wrappers where its convenience methods are wrong for us (see COUCHDB notes):
+``_bulk_docs`` results are matched by id, never by position; views are queried with
+JSON-encoded keys; ``_find`` is not used at all (no bookmarks on the embedded server).
+All aiocouch/aiohttp errors are translated to :mod:`after.errors` in :func:`translate`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import aiocouch
+import aiohttp
+from aiocouch import CouchDB
+from aiocouch.database import Database
+from aiocouch.document import Document
+
+from after import model, timing
+from after.errors import AfterError, Conflict, Forbidden, InvalidInput, NotFound, StoreUnavailable
+
+log = logging.getLogger("after.store")
+
+DESIGN = "after"
+
+# Keys are epoch milliseconds so documents written by other programs with any accepted
+# date form (ISO with offset, epoch seconds) sort by real time. An unparseable date gets
+# key 0: due at once, where the scheduler checks it and ends it ``err`` with the reason.
+_AGENDA_MAP = """
+function (doc) {
+  if (doc.type !== 'task') return;
+  function ms(v) {
+    if (typeof v === 'number') return v * 1000;
+    if (typeof v !== 'string') return 0;
+    var t = Date.parse(v);
+    return isNaN(t) ? 0 : t;
+  }
+  var s = doc.status;
+  if (s === 'waiting' || s === 'reschedule') emit(ms(doc.date), null);
+  else if (s === 'schedule' || s === 'scheduled') emit(ms(doc.lease && doc.lease.until), null);
+  else if (s === 'cancel') emit(0, null);
+}
+"""
+
+_BY_STATUS_MAP = """
+function (doc) {
+  if (doc.type !== 'task') return;
+  emit([doc.status, doc.date, doc._id], null);
+}
+"""
+
+_BY_DATE_MAP = """
+function (doc) {
+  if (doc.type !== 'task') return;
+  emit([doc.date, doc._id], null);
+}
+"""
+
+_FINISHED_MAP = """
+function (doc) {
+  if (doc.type !== 'task') return;
+  if (doc.status !== 'done' && doc.status !== 'err' && doc.status !== 'canceled') return;
+  var t = Date.parse(doc.updated || doc.date);
+  var keep = typeof doc.retention === 'number' ? doc.retention * 1000 : -1;
+  emit(isNaN(t) ? 0 : t, keep);
+}
+"""
+
+# Runs inside CouchDB on every write, whoever writes: the statuses only the scheduler
+# and workers may write are refused to users without the after_worker role. Deletions
+# and non-task documents are not its business.
+_VALIDATE = """
+function (newDoc, oldDoc, userCtx, secObj) {
+  if (newDoc._deleted || newDoc.type !== 'task') return;
+  var roles = userCtx.roles || [];
+  var trusted = roles.indexOf('%(role)s') !== -1 || roles.indexOf('_admin') !== -1;
+  var s = newDoc.status;
+  var reserved = s === 'schedule' || s === 'scheduled' || s === 'canceled';
+  if (reserved && !trusted && !(oldDoc && oldDoc.status === s)) {
+    throw({forbidden: "status '" + s + "' can only be written by a worker (CouchDB role %(role)s)"});
+  }
+  if (typeof newDoc.status !== 'string') {
+    throw({forbidden: 'a task needs a status'});
+  }
+}
+""" % {"role": model.WORKER_ROLE}
+
+
+def design_document() -> dict[str, Any]:
+    return {
+        # pouchdb-server takes the body's _id over the URL's: set it (right on both).
+        "_id": f"_design/{DESIGN}",
+        "language": "javascript",
+        "views": {
+            "agenda": {"map": _AGENDA_MAP.strip()},
+            "by_status": {"map": _BY_STATUS_MAP.strip(), "reduce": "_count"},
+            "by_date": {"map": _BY_DATE_MAP.strip()},
+            "finished": {"map": _FINISHED_MAP.strip()},
+        },
+        # Stripped: pouchdb-server refuses a function whose source starts with a newline.
+        "validate_doc_update": _VALIDATE.strip(),
+    }
+
+
+def split_credentials(url: str) -> tuple[str, str | None, str | None]:
+    """``http://u:p@h:1/`` -> (``http://h:1``, u, p). Credentials go in a header, not the URL."""
+    parts = urlsplit(url)
+    user = parts.username
+    password = parts.password
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    clean = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+    return clean, user, password
+
+
+@contextlib.contextmanager
+def translate(what: str) -> Any:
+    """Map aiocouch / aiohttp errors to After's tree. The only place that knows them."""
+    try:
+        yield
+    except AfterError:
+        raise
+    except aiocouch.ConflictError as exc:
+        raise Conflict(f"{what}: the document changed meanwhile (stale revision)") from exc
+    except aiocouch.NotFoundError as exc:
+        raise NotFound(f"{what}: not found") from exc
+    except aiocouch.ForbiddenError as exc:
+        raise Forbidden(f"{what}: {exc}") from exc
+    except aiocouch.UnauthorizedError as exc:
+        raise StoreUnavailable(f"{what}: CouchDB refused our credentials") from exc
+    except aiocouch.BadRequestError as exc:
+        raise InvalidInput(f"{what}: CouchDB rejected the request: {exc}") from exc
+    except aiohttp.ClientResponseError as exc:
+        if exc.status == 401:
+            raise StoreUnavailable(f"{what}: CouchDB refused our credentials") from exc
+        if exc.status == 403:
+            raise Forbidden(f"{what}: {exc.message}") from exc
+        raise StoreUnavailable(f"{what}: CouchDB answered {exc.status} {exc.message}") from exc
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
+        raise StoreUnavailable(f"{what}: CouchDB unreachable ({type(exc).__name__}: {exc})") from exc
+
+
+class Store:
+    """One CouchDB database of tasks. Open with :meth:`open`, close with :meth:`close`."""
+
+    def __init__(
+        self,
+        url: str,
+        database: str = "after",
+        *,
+        user: str | None = None,
+        password: str | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        base, url_user, url_password = split_credentials(url)
+        self.url = base
+        self.name = database
+        self._user = user or url_user
+        self._password = password if password is not None else url_password
+        self._timeout = timeout
+        self._couch: CouchDB | None = None
+        self._db: Database | None = None
+        #: Latency of every request, for /metrics: (verb, seconds) observers.
+        self.observers: list[Any] = []
+        self.last_ok: float = 0.0
+        self.last_error: str = ""
+
+    # -- connection ----------------------------------------------------------------------
+
+    def _headers(self) -> dict[str, str]:
+        headers = {
+            # pouchdb-server answers text/plain without it; CouchDB always answers JSON.
+            "Accept": "application/json",
+            # pouchdb-server's gzip layer never flushes a continuous feed; harmless on CouchDB.
+            "Accept-Encoding": "identity",
+        }
+        if self._user:
+            raw = f"{self._user}:{self._password or ''}".encode()
+            # A header rather than aiohttp.BasicAuth, which aiohttp 3.14 deprecates.
+            headers["Authorization"] = "Basic " + base64.b64encode(raw).decode()
+        return headers
+
+    async def open(self) -> Store:
+        if self._couch is None:
+            self._couch = CouchDB(self.url, timeout=aiohttp.ClientTimeout(total=self._timeout))
+            # aiocouch passes its own ``headers=`` to the ClientSession, so ours are set
+            # on the session it created (its documented place for default headers).
+            self._couch._server._http_session.headers.update(self._headers())
+            self._db = Database(self._couch, self.name)
+        return self
+
+    async def close(self) -> None:
+        if self._couch is not None:
+            await self._couch.close()
+            self._couch = None
+            self._db = None
+
+    async def __aenter__(self) -> Store:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def db(self) -> Database:
+        if self._db is None:
+            raise AfterError("store is not open")
+        return self._db
+
+    @property
+    def couch(self) -> CouchDB:
+        if self._couch is None:
+            raise AfterError("store is not open")
+        return self._couch
+
+    @contextlib.contextmanager
+    def _call(self, verb: str, what: str) -> Any:
+        started = time.monotonic()
+        try:
+            with translate(what):
+                yield
+        except StoreUnavailable as exc:
+            self.last_error = exc.message
+            raise
+        else:
+            self.last_ok = time.time()
+        finally:
+            for obs in self.observers:
+                obs(verb, time.monotonic() - started)
+
+    # -- setup ---------------------------------------------------------------------------
+
+    async def server_info(self) -> dict[str, Any]:
+        with self._call("info", "GET /"):
+            return await self.couch.info()
+
+    async def setup(self, *, create: bool = True) -> None:
+        """Create (when allowed) the database; write its security and design documents.
+
+        Idempotent: run at every daemon start. ``_security`` is always written because
+        pouchdb-server leaves new databases open to anyone (CouchDB 3 makes them
+        admin-only): members are the worker role and ``after_client``; admins (who may
+        change design documents) the worker role.
+        """
+        with self._call("setup", f"database {self.name}"):
+            exists = await self.db._exists()
+            if not exists:
+                if not create:
+                    raise StoreUnavailable(f"database {self.name!r} does not exist: run `make setup`")
+                await self.couch.create(self.name, exists_ok=True)
+        await self._ensure_security()
+        await self._ensure_design()
+
+    async def _ensure_security(self) -> None:
+        wanted = {
+            "admins": {"names": [], "roles": [model.WORKER_ROLE]},
+            "members": {"names": [], "roles": [model.WORKER_ROLE, "after_client"]},
+        }
+        with self._call("setup", f"{self.name}/_security"):
+            current = await self.db._get_security()
+            if current.get("admins") == wanted["admins"] and current.get("members") == wanted["members"]:
+                return
+            try:
+                await self.db._put_security(wanted)
+            except (aiocouch.ForbiddenError, aiocouch.UnauthorizedError):
+                # A non-admin cannot change _security; it was set by `after setup` then.
+                log.info("could not write _security of %s (not a server admin); leaving it", self.name)
+
+    async def _ensure_design(self) -> None:
+        wanted = design_document()
+        try:
+            current = await self.get(wanted["_id"])
+        except NotFound:
+            current = {}
+        body = {k: v for k, v in current.items() if k not in ("_rev",)}
+        if body == wanted:
+            return
+        if current.get("_rev"):
+            wanted["_rev"] = current["_rev"]
+        try:
+            await self.put(wanted)
+        except Conflict:
+            pass  # another daemon wrote it at the same moment: same content
+
+    async def ensure_user(self, name: str, password: str, roles: Sequence[str]) -> None:
+        """Create or update a CouchDB user (needs server admin). Creates ``_users`` when missing."""
+        with self._call("setup", "_users"):
+            users = Database(self.couch, "_users")
+            if not await users._exists():
+                await self.couch.create("_users", exists_ok=True)
+            doc_id = f"org.couchdb.user:{name}"
+            try:
+                doc = await users.get(doc_id)
+                data = dict(doc.data or {})
+            except aiocouch.NotFoundError:
+                data = {"_id": doc_id}
+            data.update({"name": name, "type": "user", "roles": list(roles), "password": password})
+            await Document(users, doc_id, data=data).save()
+
+    # -- single documents -----------------------------------------------------------------
+
+    async def get(self, doc_id: str) -> dict[str, Any]:
+        with self._call("get", f"document {doc_id}"):
+            doc = await self.db.get(doc_id)
+            return dict(doc.data or {})
+
+    async def put(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """Write one document (revision-checked); return it with its new ``_rev``."""
+        with self._call("put", f"document {doc.get('_id')}"):
+            d = Document(self.db, doc["_id"], data=dict(doc))
+            await d.save()
+            out = dict(d.data or {})
+            return out
+
+    async def delete(self, doc_id: str, rev: str | None = None) -> None:
+        with self._call("delete", f"document {doc_id}"):
+            doc = await self.db.get(doc_id)
+            if rev is not None and doc.rev != rev:
+                raise Conflict(f"document {doc_id}: stale revision {rev}")
+            await doc.delete()
+
+    # -- bulk ------------------------------------------------------------------------------
+
+    async def write_many(self, docs: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any] | AfterError]:
+        """Revision-checked bulk write. Returns, by id, the written doc (new ``_rev``) or the error.
+
+        Results are matched by id: pouchdb-server returns them out of order.
+        """
+        if not docs:
+            return {}
+        with self._call("bulk", f"{self.name}/_bulk_docs"):
+            reply: Any = await self.db._bulk_docs(list(docs))
+        by_id = {d["_id"]: d for d in docs}
+        out: dict[str, dict[str, Any] | AfterError] = {}
+        for row in reply if isinstance(reply, list) else []:
+            doc_id = row.get("id")
+            if doc_id not in by_id:
+                continue
+            if row.get("ok") or ("rev" in row and "error" not in row):
+                written = dict(by_id[doc_id])
+                written["_rev"] = row["rev"]
+                out[doc_id] = written
+            elif row.get("error") == "conflict":
+                out[doc_id] = Conflict(f"document {doc_id}: stale revision")
+            elif row.get("error") == "forbidden":
+                out[doc_id] = Forbidden(f"document {doc_id}: {row.get('reason')}")
+            else:
+                out[doc_id] = StoreUnavailable(f"document {doc_id}: {row.get('error')}: {row.get('reason')}")
+        for doc_id in by_id:
+            out.setdefault(doc_id, StoreUnavailable(f"document {doc_id}: no answer in _bulk_docs"))
+        return out
+
+    async def get_many(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        keys = list(ids)
+        if not keys:
+            return {}
+        with self._call("get_many", f"{self.name}/_all_docs"):
+            view = self.db.all_docs
+            reply = await view._post(keys, include_docs=True)
+        return {row["id"]: row["doc"] for row in reply.get("rows", []) if row.get("doc")}
+
+    # -- scheduling verbs ---------------------------------------------------------------
+
+    async def agenda(self, until: datetime, *, since: datetime | None = None, limit: int = 10_000) -> list[dict[str, Any]]:
+        """Tasks whose agenda time (due date, lease end, or now for a cancel) is <= ``until``.
+
+        With ``since``, only those after it (the rolling window's new part).
+        """
+        params: dict[str, Any] = {
+            # CouchDB requires JSON-encoded keys; pouchdb-server tolerates both.
+            "endkey": json.dumps(int(until.timestamp() * 1000)),
+            "include_docs": True,
+            "limit": limit,
+        }
+        if since is not None:
+            params["startkey"] = json.dumps(int(since.timestamp() * 1000) + 1)
+        with self._call("agenda", f"{self.name} agenda view"):
+            reply = await self.db.view(DESIGN, "agenda")._get(**params)
+        return [row["doc"] for row in reply.get("rows", []) if row.get("doc")]
+
+    async def claim(
+        self,
+        tasks: Sequence[Mapping[str, Any]],
+        *,
+        daemon: str,
+        now: datetime,
+        lease_seconds: float,
+        history_limit: int,
+    ) -> tuple[list[dict[str, Any]], list[str]]:
+        """Claim due tasks for ``daemon``: status ``schedule`` and a lease until now + lease.
+
+        Each task is written with the revision passed in, so if another daemon (or a
+        client) changed it since, the write is a conflict and the task is not ours.
+        Returns (claimed documents with their new revision, ids lost to a conflict).
+        """
+        until = timing.fmt(timing.from_ts(now.timestamp() + lease_seconds))
+        docs = []
+        for task in tasks:
+            doc = dict(task)
+            doc["lease"] = {"id": uuid.uuid4().hex, "daemon": daemon, "until": until}
+            model.set_status(doc, model.SCHEDULE, daemon, now, limit=history_limit)
+            docs.append(doc)
+        results = await self.write_many(docs)
+        claimed: list[dict[str, Any]] = []
+        lost: list[str] = []
+        for doc in docs:
+            res = results[doc["_id"]]
+            if isinstance(res, dict):
+                claimed.append(res)
+            else:
+                lost.append(doc["_id"])
+        return claimed, lost
+
+    async def update_seq(self) -> Any:
+        """The feed position now; start following :meth:`changes` from here."""
+        with self._call("changes", f"{self.name}/_changes"):
+            reply = await self.db._get()
+        return reply.get("update_seq", 0)
+
+    async def changes(self, since: Any, *, timeout: float = 20.0, limit: int = 2000) -> tuple[list[dict[str, Any]], Any]:
+        """Changes after ``since`` (documents included), waiting up to ``timeout`` for one.
+
+        A longpoll request bounded by us: pouchdb-server ignores ``timeout`` on
+        longpoll, CouchDB honours it; either way we never wait longer than asked.
+        ``seq`` is opaque (an integer on pouchdb, a string on CouchDB).
+        """
+        params = {
+            "feed": "longpoll",
+            "since": since if isinstance(since, str | int) else json.dumps(since),
+            "include_docs": True,
+            "timeout": int(timeout * 1000),
+            "limit": limit,
+        }
+        results: list[dict[str, Any]] = []
+        last = since
+        try:
+            async with asyncio.timeout(timeout + 2):  # under the session's 30 s total
+                with self._call("changes", f"{self.name}/_changes"):
+                    async for event in self.db.changes(**params):
+                        results.append(event.json)
+                        last = event.json.get("seq", last)
+        except TimeoutError:
+            pass
+        return results, last
+
+    async def follow(self, since: Any) -> AsyncIterator[list[dict[str, Any]]]:
+        """Yield batches of changes from ``since`` for ever (retrying while the store is down)."""
+        delay = 0.5
+        while True:
+            try:
+                batch, since = await self.changes(since)
+                delay = 0.5
+            except StoreUnavailable as exc:
+                log.warning("changes feed: %s; retrying in %.1fs", exc.message, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            if batch:
+                yield batch
+
+    # -- listing and housekeeping --------------------------------------------------------
+
+    async def view(self, name: str, **params: Any) -> dict[str, Any]:
+        for key in ("key", "startkey", "endkey"):
+            if key in params:
+                params[key] = json.dumps(params[key])
+        with self._call("view", f"{self.name} view {name}"):
+            reply: dict[str, Any] = await self.db.view(DESIGN, name)._get(**params)
+        return reply
+
+    async def count_by_status(self) -> dict[str, int]:
+        reply = await self.view("by_status", group_level=1, reduce=True)
+        return {row["key"][0]: row["value"] for row in reply.get("rows", [])}
+
+    async def finished_before(self, cutoff_ms: int, *, limit: int = 500) -> list[dict[str, Any]]:
+        """Finished tasks last updated before ``cutoff_ms``, with their own retention (ms or -1)."""
+        reply = await self.view("finished", endkey=cutoff_ms, limit=limit, include_docs=True)
+        return [row["doc"] for row in reply.get("rows", []) if row.get("doc")]
+
+    async def purge(self, docs: Sequence[Mapping[str, Any]]) -> int:
+        """Delete documents in one bulk request (a tombstone each, replicated as deletions)."""
+        tombstones = [{"_id": d["_id"], "_rev": d["_rev"], "_deleted": True} for d in docs]
+        results = await self.write_many(tombstones)
+        return sum(1 for r in results.values() if isinstance(r, dict))
+
+
+def quote_id(doc_id: str) -> str:
+    return quote(doc_id, safe="")

@@ -1,0 +1,290 @@
+"""Time decisions as pure functions of ``now``: no clock is read in this module.
+
+Everything the scheduler decides about time lives here so tests can drive it with a
+chosen ``now`` ("let's pretend it's 2037") and no sleeping:
+
+- :func:`parse_date` / :func:`fmt`: the accepted input forms and the one stored form.
+- :func:`next_cron` / :func:`occurrences`: the next runs of a cron expression in a time
+  zone, with explicit daylight-saving rules.
+- :func:`retry_delay`: how long a failed attempt waits.
+- :func:`plan`: given the tasks the scheduler holds and ``now``, what to do this tick
+  (fire, skip as missed, expire, recover an expired lease, acknowledge a cancel), in order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+
+from after.errors import InvalidInput, Unprocessable
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+#: ``skip`` and ``coalesce`` with no ``grace`` tolerate this much lateness (seconds):
+#: a tick that runs a little late because the host was busy must not count as a misfire.
+DEFAULT_GRACE = 5.0
+#: Exponential backoff never waits longer than this (seconds) unless ``retry.max_delay`` says so.
+DEFAULT_MAX_DELAY = 3600.0
+
+
+def parse_date(value: Any, *, field: str = "date") -> datetime:
+    """Parse the date forms After accepts into an aware UTC datetime.
+
+    Accepted: epoch seconds (int or float), ISO 8601 with ``Z`` or an offset, ISO 8601
+    without offset (taken as UTC), and a bare ``YYYY-MM-DD`` (midnight UTC).
+    Raises InvalidInput naming ``field`` otherwise.
+    """
+    if isinstance(value, bool):
+        raise InvalidInput(f"{field}: expected a date, got {value!r}", field=field)
+    if isinstance(value, int | float):
+        if not math.isfinite(value) or not -1e11 < value < 1e11:
+            raise InvalidInput(f"{field}: epoch seconds out of range: {value!r}", field=field)
+        return EPOCH + timedelta(seconds=float(value))
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInput(f"{field}: expected an ISO 8601 date or epoch seconds", field=field)
+    text = value.strip()
+    try:
+        if _DATE_ONLY.match(text):
+            d = date.fromisoformat(text)
+            return datetime(d.year, d.month, d.day, tzinfo=UTC)
+        dt = datetime.fromisoformat(text.replace("z", "Z"))
+    except ValueError:
+        raise InvalidInput(f"{field}: cannot parse {value!r} as a date", field=field) from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC)
+
+
+def fmt(dt: datetime) -> str:
+    """The one stored form: UTC, milliseconds, ``Z``. Such strings sort as times do."""
+    dt = dt.astimezone(UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def ts(dt: datetime) -> float:
+    return dt.timestamp()
+
+
+def from_ts(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def zone(name: str | None, *, field: str = "timezone") -> ZoneInfo:
+    try:
+        return ZoneInfo(name or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        raise Unprocessable(f"{field}: unknown time zone {name!r}", field=field) from None
+
+
+def check_cron(expr: Any, *, field: str = "cron") -> str:
+    if not isinstance(expr, str) or not croniter.is_valid(expr):
+        raise Unprocessable(f"{field}: not a valid cron expression: {expr!r}", field=field)
+    if len(expr.split()) not in (5, 6):
+        raise Unprocessable(f"{field}: expected 5 fields (or 6 with seconds): {expr!r}", field=field)
+    return expr
+
+
+def _is_fixed_time(expr: str) -> bool:
+    """A schedule is "fixed-time" when its minute and hour fields are plain numbers or lists.
+
+    Such a task means "at 02:30 local time", so across a daylight-saving change it runs
+    exactly once a day. Others (``*/15 * * * *``) mean "every so often" and follow real
+    time. This is the rule Vixie cron applies.
+    """
+    fields = expr.split()
+    minute, hour = (fields[0], fields[1]) if len(fields) == 5 else (fields[1], fields[2])
+    return all(ch.isdigit() or ch == "," for ch in minute + hour)
+
+
+def next_cron(expr: str, after: datetime, *, tz: str | None = None) -> datetime:
+    """The first run of ``expr`` (evaluated on ``tz`` wall-clock time) strictly after ``after``.
+
+    Daylight saving, decided here and documented in the README:
+
+    - A wall-clock time that does not exist (spring forward): a fixed-time schedule runs
+      once, shifted forward by the gap (02:30 in a 02:00->03:00 jump runs at 03:30);
+      an interval schedule has no run at the missing times.
+    - A wall-clock time that happens twice (fall back): a fixed-time schedule runs once,
+      at the first occurrence; an interval schedule runs at both, because real time
+      passed twice.
+    """
+    zi = zone(tz)
+    fixed = _is_fixed_time(expr)
+    local = after.astimezone(zi).replace(tzinfo=None)
+    # Start a little earlier so the wall times of a repeated hour are seen again.
+    it = croniter(expr, local - timedelta(hours=2))
+    for _ in range(100_000):
+        naive: datetime = it.get_next(datetime)
+        first = naive.replace(tzinfo=zi, fold=0).astimezone(UTC)
+        second = naive.replace(tzinfo=zi, fold=1).astimezone(UTC)
+        exists = first.astimezone(zi).replace(tzinfo=None) == naive
+        if not exists:
+            # fold=0 of a missing time uses the offset before the gap: shifted forward.
+            candidates = [first] if fixed else []
+        elif first != second:
+            candidates = [first] if fixed else [first, second]
+        else:
+            candidates = [first]
+        for cand in candidates:
+            if cand > after:
+                return cand
+    raise Unprocessable(f"cron: {expr!r} has no run after {fmt(after)}", field="cron")
+
+
+def occurrences(expr: str, after: datetime, *, tz: str | None = None, count: int = 5) -> list[datetime]:
+    out: list[datetime] = []
+    cur = after
+    for _ in range(count):
+        cur = next_cron(expr, cur, tz=tz)
+        out.append(cur)
+    return out
+
+
+def retry_delay(retry: Mapping[str, Any], attempt: int, *, rand: Callable[[], float]) -> float:
+    """Seconds to wait before attempt ``attempt + 1`` after attempt ``attempt`` failed.
+
+    ``fixed``: always ``delay``. ``exponential``: ``delay * 2**(attempt-1)``, capped at
+    ``max_delay``, then "equal jitter" (half fixed, half random) so that many tasks that
+    failed together (a database was down) do not retry in lockstep. ``rand`` returns a
+    float in [0, 1): tests pass a constant.
+    """
+    delay = float(retry.get("delay", 10.0))
+    if retry.get("backoff", "fixed") != "exponential":
+        return delay
+    cap = float(retry.get("max_delay", DEFAULT_MAX_DELAY))
+    raw = min(cap, delay * (2 ** max(0, attempt - 1)))
+    return raw / 2 + rand() * raw / 2
+
+
+def can_retry(task: Mapping[str, Any]) -> bool:
+    """True when the task has attempts left: ``attempts`` counts starts, ``retry.max`` retries."""
+    retry = task.get("retry") or {}
+    return int(task.get("attempts", 0)) <= int(retry.get("max", 0))
+
+
+# ---------------------------------------------------------------------------------------
+# The tick's decision
+
+
+@dataclasses.dataclass(frozen=True)
+class Action:
+    """One thing the scheduler must do with one task this tick."""
+
+    kind: str  # fire | miss | expire | recover | cancel
+    task: Mapping[str, Any]
+    reason: str = ""
+    next_date: datetime | None = None  # for miss of a cron task: the next occurrence
+
+
+def due_at(task: Mapping[str, Any]) -> datetime | None:
+    try:
+        return parse_date(task.get("date"))
+    except InvalidInput:
+        return None
+
+
+def agenda_time(task: Mapping[str, Any]) -> datetime | None:
+    """When the scheduler must next look at this task, or None if never (terminal).
+
+    Pending tasks at their ``date``, held ones when their lease ends, cancel intents now.
+    """
+    status = task.get("status")
+    if status in ("waiting", "reschedule"):
+        return due_at(task) or EPOCH
+    if status in ("schedule", "scheduled"):
+        lease = task.get("lease") or {}
+        try:
+            return parse_date(lease.get("until"))
+        except InvalidInput:
+            return EPOCH
+    if status == "cancel":
+        return EPOCH
+    return None
+
+
+def order_key(task: Mapping[str, Any]) -> tuple[int, int, float, str]:
+    """Oldest due second first; within one second higher priority first; then exact time."""
+    due = due_at(task) or EPOCH
+    t = due.timestamp()
+    return (math.floor(t), -int(task.get("priority") or 0), t, str(task.get("_id", "")))
+
+
+def plan(now: datetime, tasks: Iterable[Mapping[str, Any]]) -> list[Action]:
+    """Decide what to do with every task whose agenda time has come, in execution order.
+
+    Cancels and lease recoveries come first (they free or end work), then expiries and
+    misses (cheap, and they must not wait behind a long queue), then fires in
+    :func:`order_key` order, so after downtime the oldest overdue task runs first.
+    """
+    housekeeping: list[Action] = []
+    fires: list[Mapping[str, Any]] = []
+    for task in tasks:
+        status = task.get("status")
+        if status == "cancel":
+            housekeeping.append(Action("cancel", task))
+            continue
+        if status in ("schedule", "scheduled"):
+            until = agenda_time(task)
+            if until is not None and until <= now:
+                housekeeping.append(Action("recover", task, reason="lost"))
+            continue
+        if status not in ("waiting", "reschedule"):
+            continue
+        due = due_at(task)
+        if due is None or due > now:
+            continue
+        expires = task.get("expires")
+        if expires is not None:
+            try:
+                if parse_date(expires, field="expires") <= now:
+                    housekeeping.append(Action("expire", task, reason="expired"))
+                    continue
+            except InvalidInput:
+                pass
+        misfire = task.get("misfire") or {}
+        policy = misfire.get("policy", "run")
+        grace = misfire.get("grace")
+        late = (now - due).total_seconds()
+        if policy == "skip":
+            limit = DEFAULT_GRACE if grace is None else float(grace)
+            if late > limit:
+                nxt = None
+                if task.get("cron"):
+                    nxt = next_cron(task["cron"], now, tz=task.get("timezone"))
+                housekeeping.append(Action("miss", task, reason="missed", next_date=nxt))
+                continue
+        fires.append(task)
+    fires.sort(key=order_key)
+    return housekeeping + [Action("fire", t) for t in fires]
+
+
+def next_after_run(task: Mapping[str, Any], *, started: datetime) -> datetime | None:
+    """The next occurrence of a cron task once the run due at its ``date`` is over.
+
+    ``run`` (default) catches up every missed occurrence one by one (the next after the
+    due date); ``coalesce`` folds missed occurrences into the run just made (the next
+    after the actual start). Returns None for one-shot tasks, or when past ``expires``.
+    """
+    expr = task.get("cron")
+    if not expr:
+        return None
+    policy = (task.get("misfire") or {}).get("policy", "run")
+    due = due_at(task) or started
+    base = started if policy in ("coalesce", "skip") else due
+    nxt = next_cron(expr, max(base, due), tz=task.get("timezone"))
+    expires = task.get("expires")
+    if expires is not None:
+        try:
+            if nxt >= parse_date(expires, field="expires"):
+                return None
+        except InvalidInput:
+            pass
+    return nxt
