@@ -1,3 +1,3 @@
 from after.cli import main
 
-main()
+main(prog_name="after")

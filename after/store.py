@@ -309,12 +309,18 @@ class Store:
         except Conflict:
             pass  # another daemon wrote it at the same moment: same content
 
+    async def ensure_system_db(self, name: str) -> None:
+        """Create ``_users`` / ``_replicator`` when missing (a single-node CouchDB 3 needs them)."""
+        with self._call("setup", name):
+            db = Database(self.couch, name)
+            if not await db._exists():
+                await self.couch.create(name, exists_ok=True)
+
     async def ensure_user(self, name: str, password: str, roles: Sequence[str]) -> None:
         """Create or update a CouchDB user (needs server admin). Creates ``_users`` when missing."""
+        await self.ensure_system_db("_users")
         with self._call("setup", "_users"):
             users = Database(self.couch, "_users")
-            if not await users._exists():
-                await self.couch.create("_users", exists_ok=True)
             doc_id = f"org.couchdb.user:{name}"
             try:
                 doc = await users.get(doc_id)
@@ -503,6 +509,12 @@ class Store:
         """Finished tasks last updated before ``cutoff_ms``, with their own retention (ms or -1)."""
         reply = await self.view("finished", endkey=cutoff_ms, limit=limit, include_docs=True)
         return [row["doc"] for row in reply.get("rows", []) if row.get("doc")]
+
+    async def compact(self) -> dict[str, Any]:
+        """Start compaction of this database (needs database admin: the worker role is)."""
+        with self._call("compact", f"{self.name}/_compact"):
+            _, reply = await self.couch._server._post(f"/{quote_id(self.name)}/_compact", data={})
+        return dict(reply) if isinstance(reply, dict) else {"ok": True}
 
     async def purge(self, docs: Sequence[Mapping[str, Any]]) -> int:
         """Delete documents in one bulk request (a tombstone each, replicated as deletions)."""

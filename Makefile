@@ -1,0 +1,82 @@
+# After — the make targets of the README. `make run` and `make test` set up everything
+# (configure, a virtual environment, the embedded CouchDB from package-lock.json).
+
+ifeq ($(filter configure help,$(MAKECMDGOALS)),)
+-include config.mk
+endif
+
+VENV      := .venv
+VPY       := $(VENV)/bin/python
+STAMP     := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
+PYTEST_ARGS ?=
+
+.PHONY: all setup run test lint bench install uninstall clean distclean help
+
+all: setup
+
+help:
+	@echo "make run      set up and start the daemon (embedded CouchDB unless configured)"
+	@echo "make test     set up and run the test suite"
+	@echo "make lint     ruff and mypy"
+	@echo "make bench    benchmarks (QUICK=1 for a short run)"
+	@echo "make setup    only set up (venv, embedded CouchDB); with COUCHDB_ADMIN_URL=... also prepare that CouchDB"
+	@echo "make install  install the after command under PREFIX (./configure --prefix=...)"
+
+config.mk: configure
+	./configure
+
+$(STAMP): setup.cfg config.mk
+	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+$(NODE_STAMP): package.json package-lock.json
+	# --ignore-scripts: sqlite3's install script would download a binary from outside the
+	# registry; the LevelDB backend pouchdb-server uses ships its prebuilt binaries.
+	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $@
+
+ifeq ($(COUCHDB_URL),)
+setup: $(STAMP) $(NODE_STAMP)
+else
+setup: $(STAMP)
+endif
+ifneq ($(COUCHDB_ADMIN_URL),)
+	$(VPY) -m after setup --admin-url '$(COUCHDB_ADMIN_URL)'
+endif
+
+run: setup
+	AFTER_COUCHDB_URL='$(COUCHDB_URL)' $(VPY) -m after serve
+
+test: setup
+	$(VPY) -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check after tests bench
+	$(VENV)/bin/mypy
+
+bench: setup
+	test -x .venv-bench/bin/python || $(PYTHON) -m venv .venv-bench
+	.venv-bench/bin/pip install --quiet --disable-pip-version-check -e . -r bench/requirements.txt
+	.venv-bench/bin/python bench/run.py $(if $(QUICK),--quick,)
+
+install: setup
+	$(PYTHON) -m venv $(DESTDIR)$(PREFIX)/lib/after
+	$(DESTDIR)$(PREFIX)/lib/after/bin/pip install --quiet --disable-pip-version-check .
+	mkdir -p $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/after
+	if [ -d node_modules ]; then cp -a node_modules $(DESTDIR)$(PREFIX)/lib/after/; fi
+	cp etc/after.toml etc/after.service $(DESTDIR)$(PREFIX)/share/after/
+	printf '#!/bin/sh\n: "$${AFTER_COUCHDB_EMBEDDED_SERVER:=$(PREFIX)/lib/after/node_modules/.bin/pouchdb-server}"\n: "$${AFTER_STATE_DIR:=$${XDG_STATE_HOME:-$$HOME/.local/state}/after}"\nexport AFTER_COUCHDB_EMBEDDED_SERVER AFTER_STATE_DIR\nexec $(PREFIX)/lib/after/bin/after "$$@"\n' > $(DESTDIR)$(PREFIX)/bin/after
+	chmod 755 $(DESTDIR)$(PREFIX)/bin/after
+	@echo "installed $(PREFIX)/bin/after"
+
+uninstall:
+	rm -rf $(DESTDIR)$(PREFIX)/lib/after $(DESTDIR)$(PREFIX)/share/after $(DESTDIR)$(PREFIX)/bin/after
+
+clean:
+	rm -rf .pytest_cache .mypy_cache .ruff_cache test-output
+	find after tests -name __pycache__ -type d -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV) .venv-bench node_modules config.mk *.egg-info

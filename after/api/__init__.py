@@ -1,0 +1,76 @@
+"""The HTTP API: one aiohttp application on one port (routes in :mod:`after.api.routes`)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from after.api import middleware
+from after.api.events import EventHub
+from after.config import Settings
+from after.scheduler import Scheduler
+from after.service import Tasks
+from after.store import Store
+from after.supervisor import Supervisor
+
+SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
+STORE: web.AppKey[Store] = web.AppKey("store", Store)
+TASKS: web.AppKey[Tasks] = web.AppKey("tasks", Tasks)
+SUPERVISOR: web.AppKey[Supervisor] = web.AppKey("supervisor", Supervisor)
+SCHEDULER: web.AppKey[Scheduler] = web.AppKey("scheduler", Scheduler)
+EVENTS: web.AppKey[EventHub] = web.AppKey("events", EventHub)
+STARTED: web.AppKey[float] = web.AppKey("started", float)
+EXTRA: web.AppKey[dict[str, Any]] = web.AppKey("extra", dict)
+
+UI_DIR = Path(__file__).resolve().parent.parent / "ui"
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: Store,
+    supervisor: Supervisor,
+    scheduler: Scheduler,
+    token: str,
+    extra: dict[str, Any] | None = None,
+) -> web.Application:
+    """Build the application. The daemon owns the store, supervisor and scheduler lifecycles."""
+    from after.api import metrics, routes
+
+    app = web.Application(
+        middlewares=[middleware.errors, middleware.auth],
+        client_max_size=settings.server_max_body_bytes,
+    )
+    app[SETTINGS] = settings
+    app[STORE] = store
+    app[TASKS] = Tasks(store, settings, by="api")
+    app[SUPERVISOR] = supervisor
+    app[SCHEDULER] = scheduler
+    app[STARTED] = time.time()
+    app[EXTRA] = extra or {}
+    app[middleware.TOKEN] = token
+    app[middleware.PROTECT_READS] = settings.server_protect_reads
+    app[middleware.MAX_BODY] = settings.server_max_body_bytes
+    hub = EventHub(store)
+    app[EVENTS] = hub
+    scheduler.listeners.append(hub.publish)
+    routes.install(app)
+    metrics.install(app)
+    if settings.server_cors_origins:
+        app.on_response_prepare.append(_cors(settings.server_cors_origins))
+    return app
+
+
+def _cors(origins: list[str]) -> Any:
+    async def add_headers(request: web.Request, response: web.StreamResponse) -> None:
+        origin = request.headers.get("Origin")
+        if origin and ("*" in origins or origin in origins):
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type, Last-Event-ID"
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, DELETE, OPTIONS"
+            response.headers["Vary"] = "Origin"
+
+    return add_headers

@@ -1,0 +1,62 @@
+"""``GET /metrics``: Prometheus text, through prometheus-client, one registry per app."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from after import model
+from after.errors import StoreUnavailable
+
+REGISTRY: web.AppKey[CollectorRegistry] = web.AppKey("metrics_registry", CollectorRegistry)
+RENDER: web.AppKey[Callable[[], Awaitable[bytes]]] = web.AppKey("metrics_render")
+_LAG_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0)
+
+
+def install(app: web.Application) -> None:
+    from after.api import SCHEDULER, STORE, SUPERVISOR
+
+    reg = CollectorRegistry()
+    app[REGISTRY] = reg
+    tasks = Gauge("after_tasks", "Tasks stored, by status", ["status"], registry=reg)
+    lag = Histogram("after_fire_lag_seconds", "Claim time minus due time", ["worker", "job"], buckets=_LAG_BUCKETS, registry=reg)
+    tick = Histogram("after_tick_duration_seconds", "Duration of one scheduler tick", buckets=_LAG_BUCKETS, registry=reg)
+    actions = Counter("after_scheduler_actions_total", "Scheduler actions by kind (fired, lost, recovered, expired, missed, canceled, invalid)", ["kind"], registry=reg)
+    finished = Counter("after_tasks_finished_total", "Tasks a worker of this daemon finished, by worker and status", ["worker", "status"], registry=reg)
+    restarts = Gauge("after_worker_restarts", "Restarts of each worker process", ["worker"], registry=reg)
+    running = Gauge("after_worker_running", "1 when the worker process runs", ["worker"], registry=reg)
+    store_latency = Histogram("after_store_request_seconds", "CouchDB request latency by verb", ["verb"], buckets=_LAG_BUCKETS, registry=reg)
+
+    sched = app[SCHEDULER]
+    sched.lag_observers.append(lambda seconds, worker, job: lag.labels(worker, job).observe(seconds))
+    sched.tick_observers.append(tick.observe)
+    app[STORE].observers.append(lambda verb, seconds: store_latency.labels(verb).observe(seconds))
+    app[SUPERVISOR].finish_observers.append(lambda worker, status: finished.labels(worker, status or "unknown").inc())
+    seen: dict[str, int] = {}
+
+    async def render() -> bytes:
+        try:
+            counts = await app[STORE].count_by_status()
+        except StoreUnavailable:
+            counts = None
+        if counts is not None:
+            for status in model.STATUSES:
+                tasks.labels(status).set(counts.get(status, 0))
+        for kind, value in sched.counters.items():
+            delta = value - seen.get(kind, 0)
+            if delta > 0:
+                actions.labels(kind).inc(delta)
+            seen[kind] = value
+        for info in app[SUPERVISOR].list():
+            restarts.labels(info["name"]).set(info["restarts"])
+            running.labels(info["name"]).set(1 if info["running"] else 0)
+        return generate_latest(reg)
+
+    app[RENDER] = render
+
+
+async def respond(app: web.Application) -> web.Response:
+    body = await app[RENDER]()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

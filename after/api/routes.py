@@ -1,0 +1,386 @@
+"""Route handlers. Each is registered with :func:`route`, which also records its OpenAPI
+description, so ``/openapi.json`` is generated from the same table the router uses
+(and a test checks they agree)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+
+from after import __version__, logfiles, model, timing
+from after.api import EVENTS, EXTRA, SCHEDULER, SETTINGS, STARTED, STORE, SUPERVISOR, TASKS, UI_DIR, events
+from after.api.middleware import read_json
+from after.errors import AfterError, InvalidInput, NotFound, StoreUnavailable
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclasses.dataclass
+class RouteSpec:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    write: bool
+    body: dict[str, Any] | None = None
+    query: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    responses: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    tag: str = "tasks"
+
+
+ROUTES: list[RouteSpec] = []
+
+
+def ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def json_resp(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def route(
+    method: str,
+    path: str,
+    summary: str,
+    *,
+    body: dict[str, Any] | None = None,
+    query: list[dict[str, Any]] | None = None,
+    responses: dict[str, dict[str, Any]] | None = None,
+    tag: str = "tasks",
+) -> Callable[[Handler], Handler]:
+    def decorate(handler: Handler) -> Handler:
+        ROUTES.append(
+            RouteSpec(method, path, handler, summary, write=method not in ("GET", "HEAD"), body=body, query=query or [], responses=responses or {}, tag=tag)
+        )
+        return handler
+
+    return decorate
+
+
+def qparam(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema or {"type": "string"}}
+
+
+def _int_query(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidInput(f"{name}: expected an integer, got {raw!r}", field=name) from None
+    if not lo <= value <= hi:
+        raise InvalidInput(f"{name}: expected {lo}..{hi}", field=name)
+    return value
+
+
+def _float_query(request: web.Request, name: str) -> float | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InvalidInput(f"{name}: expected a number, got {raw!r}", field=name) from None
+    if not 0 <= value <= 86400:
+        raise InvalidInput(f"{name}: expected 0..86400", field=name)
+    return value
+
+
+# -- daemon ---------------------------------------------------------------------------------------
+
+
+@route("GET", "/", "Name, version, uptime and CouchDB reachability", tag="daemon", responses={"200": json_resp(ref("Info"))})
+async def info(request: web.Request) -> web.Response:
+    app = request.app
+    store = app[STORE]
+    reachable = True
+    try:
+        await store.server_info()
+    except AfterError:
+        reachable = False
+    return web.json_response(
+        {
+            "name": "after",
+            "version": __version__,
+            "uptime": round(time.time() - app[STARTED], 3),
+            "daemon": app[SCHEDULER].daemon_id,
+            "couchdb": {"reachable": reachable, "database": store.name, "embedded": app[SETTINGS].embedded},
+        }
+    )
+
+
+@route("GET", "/health", "Liveness plus store, tick and worker checks; 503 with reasons", tag="daemon",
+       responses={"200": json_resp(ref("Health")), "503": json_resp(ref("Health"), "Unhealthy")})
+async def health(request: web.Request) -> web.Response:
+    app = request.app
+    reasons: list[str] = []
+    try:
+        await app[STORE].server_info()
+    except AfterError as exc:
+        reasons.append(f"store unreachable: {exc.message}")
+    if app[SCHEDULER].stalled():
+        reasons.append(f"tick stalled: last tick {time.time() - app[SCHEDULER].last_tick:.0f}s ago")
+    for name in app[SUPERVISOR].crashlooping():
+        reasons.append(f"worker {name} is crash-looping")
+    body = {"status": "ok" if not reasons else "unhealthy", "reasons": reasons}
+    return web.json_response(body, status=200 if not reasons else 503)
+
+
+# -- tasks ------------------------------------------------------------------------------------------
+
+
+def _annotate(request: web.Request, doc: dict[str, Any]) -> dict[str, Any]:
+    """Add computed fields: the next cron runs, and a notice when no worker of that name runs."""
+    out = dict(doc)
+    if doc.get("cron") and doc.get("status") not in model.TERMINAL:
+        try:
+            base = timing.parse_date(doc.get("date")) - timedelta(microseconds=1)
+            out["next_runs"] = [timing.fmt(t) for t in timing.occurrences(doc["cron"], base, tz=doc.get("timezone"), count=5)]
+        except AfterError:
+            pass
+    worker = doc.get("worker")
+    if doc.get("status") in model.PENDING and isinstance(worker, str) and not request.app[SUPERVISOR].knows(worker):
+        out["notice"] = f"no worker named {worker!r} is running on this daemon; the task waits until one starts"
+    return out
+
+
+@route("POST", "/tasks", "Create one task (object) or many (array)", body=ref("TaskInputOrList"),
+       responses={"201": json_resp(ref("Created"), "Created"), "400": json_resp(ref("Error")), "422": json_resp(ref("Error"))})
+async def create_tasks(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    many = isinstance(body, list)
+    bodies = body if many else [body]
+    if many and not bodies:
+        raise InvalidInput("body: an empty list creates nothing", field="body")
+    if len(bodies) > 10_000:
+        raise InvalidInput("body: at most 10000 tasks per request", field="body")
+    docs = await request.app[TASKS].create(bodies)
+    if many:
+        return web.json_response({"ids": [d["_id"] for d in docs], "tasks": [{"id": d["_id"], "rev": d["_rev"]} for d in docs]}, status=201)
+    doc = docs[0]
+    return web.json_response({"id": doc["_id"], "rev": doc["_rev"], "task": _annotate(request, doc)}, status=201)
+
+
+@route("GET", "/tasks", "List tasks by due date; filters and cursor paging",
+       query=[
+           qparam("status", "only this status", {"type": "string", "enum": list(model.STATUSES)}),
+           qparam("worker", "only this worker"),
+           qparam("job", "only this job name"),
+           qparam("from", "due at or after (ISO 8601 or epoch seconds)"),
+           qparam("to", "due at or before"),
+           qparam("limit", "page size (1..1000, default 50)", {"type": "integer", "minimum": 1, "maximum": 1000}),
+           qparam("cursor", "the `next` of the previous page"),
+       ],
+       responses={"200": json_resp(ref("TaskList")), "400": json_resp(ref("Error"))})
+async def list_tasks(request: web.Request) -> web.Response:
+    q = request.query
+    docs, nxt = await request.app[TASKS].list(
+        status=q.get("status") or None,
+        worker=q.get("worker") or None,
+        job=q.get("job") or None,
+        due_from=q.get("from") or None,
+        due_to=q.get("to") or None,
+        limit=_int_query(request, "limit", 50, 1, 1000),
+        cursor=q.get("cursor") or None,
+    )
+    return web.json_response({"tasks": docs, "next": nxt})
+
+
+@route("GET", "/tasks/{id}", "One task as stored (plus next_runs and notice)", responses={"200": json_resp(ref("Task")), "404": json_resp(ref("Error"))})
+async def get_task(request: web.Request) -> web.Response:
+    doc = await request.app[TASKS].get(request.match_info["id"])
+    return web.json_response(_annotate(request, doc))
+
+
+@route("GET", "/tasks/{id}/history", "A task's status transitions", responses={"200": json_resp(ref("History")), "404": json_resp(ref("Error"))})
+async def task_history(request: web.Request) -> web.Response:
+    hist = await request.app[TASKS].history(request.match_info["id"])
+    return web.json_response({"id": request.match_info["id"], "history": hist})
+
+
+@route("POST", "/tasks/{id}/cancel", "Ask to cancel (status cancel; acknowledged canceled)",
+       responses={"200": json_resp(ref("Task")), "404": json_resp(ref("Error")), "409": json_resp(ref("Error"))})
+async def cancel_task(request: web.Request) -> web.Response:
+    doc = await request.app[TASKS].cancel(request.match_info["id"])
+    request.app[SCHEDULER].observe(doc)
+    return web.json_response(_annotate(request, doc))
+
+
+@route("POST", "/tasks/{id}/reschedule", "Run again at a new date (also reruns a finished task)", body=ref("Reschedule"),
+       responses={"200": json_resp(ref("Task")), "400": json_resp(ref("Error")), "404": json_resp(ref("Error")), "409": json_resp(ref("Error"))})
+async def reschedule_task(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    if not isinstance(body, dict) or "date" not in body:
+        raise InvalidInput("date: required (the new due date)", field="date")
+    doc = await request.app[TASKS].reschedule(request.match_info["id"], body["date"])
+    request.app[SCHEDULER].observe(doc)
+    return web.json_response(_annotate(request, doc))
+
+
+@route("DELETE", "/tasks/{id}", "Remove a task (not while it runs)",
+       responses={"200": json_resp(ref("Deleted")), "404": json_resp(ref("Error")), "409": json_resp(ref("Error"))})
+async def delete_task(request: web.Request) -> web.Response:
+    await request.app[TASKS].delete(request.match_info["id"])
+    return web.json_response({"deleted": request.match_info["id"]})
+
+
+# -- workers ------------------------------------------------------------------------------------------
+
+
+@route("GET", "/workers", "This daemon's named workers", tag="workers", responses={"200": json_resp(ref("WorkerList"))})
+async def list_workers(request: web.Request) -> web.Response:
+    return web.json_response({"workers": request.app[SUPERVISOR].list()})
+
+
+@route("GET", "/workers/{name}", "One worker", tag="workers", responses={"200": json_resp(ref("Worker")), "404": json_resp(ref("Error"))})
+async def get_worker(request: web.Request) -> web.Response:
+    return web.json_response(request.app[SUPERVISOR].get(request.match_info["name"]).info())
+
+
+@route("POST", "/workers/{name}", "Start a named worker process", tag="workers", body=ref("WorkerStart"),
+       responses={"201": json_resp(ref("Worker"), "Started"), "400": json_resp(ref("Error")), "409": json_resp(ref("Error"))})
+async def start_worker(request: web.Request) -> web.Response:
+    body = await read_json(request, required=False) or {}
+    if not isinstance(body, dict):
+        raise InvalidInput("body: expected an object {concurrency, jobs}", field="body")
+    unknown = set(body) - {"concurrency", "jobs"}
+    if unknown:
+        raise InvalidInput(f"{sorted(unknown)[0]}: unknown field", field=sorted(unknown)[0])
+    concurrency = body.get("concurrency", 4)
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int):
+        raise InvalidInput("concurrency: expected an integer", field="concurrency")
+    jobs = body.get("jobs") or []
+    if isinstance(jobs, str):
+        jobs = [jobs]
+    if not isinstance(jobs, list) or not all(isinstance(j, str) and j for j in jobs):
+        raise InvalidInput("jobs: expected a module name or a list of them", field="jobs")
+    name = request.match_info["name"]
+    wp = await request.app[SUPERVISOR].start(name, concurrency=concurrency, jobs=jobs)
+    request.app[SCHEDULER].worker_available(name)
+    return web.json_response(wp.info(), status=201)
+
+
+@route("DELETE", "/workers/{name}", "Stop a worker gracefully (query timeout: seconds to let jobs finish)", tag="workers",
+       query=[qparam("timeout", "seconds running jobs get before they are interrupted", {"type": "number", "minimum": 0})],
+       responses={"200": json_resp(ref("Worker")), "404": json_resp(ref("Error"))})
+async def stop_worker(request: web.Request) -> web.Response:
+    timeout = _float_query(request, "timeout")
+    wp = await request.app[SUPERVISOR].stop(request.match_info["name"], timeout=timeout)
+    return web.json_response(wp.info())
+
+
+@route("GET", "/workers/{name}/log", "The worker's log (text); follow=1 streams it", tag="workers",
+       query=[qparam("lines", "how many last lines (default 200)", {"type": "integer", "minimum": 1, "maximum": 100000}),
+              qparam("follow", "1 to keep streaming new lines", {"type": "string", "enum": ["0", "1", "true", "false"]})],
+       responses={"200": {"description": "Log text", "content": {"text/plain": {"schema": {"type": "string"}}}}, "404": json_resp(ref("Error"))})
+async def worker_log(request: web.Request) -> web.StreamResponse:
+    sup = request.app[SUPERVISOR]
+    name = request.match_info["name"]
+    path = sup.log_path(name)
+    if name not in sup.workers and not path.exists():
+        raise NotFound(f"no worker named {name!r} and no log for it")
+    lines = _int_query(request, "lines", 200, 1, 100_000)
+    if request.query.get("follow") not in ("1", "true"):
+        return web.Response(body=logfiles.tail(path, lines), content_type="text/plain")
+    resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-cache"})
+    await resp.prepare(request)
+    try:
+        async for chunk in logfiles.follow(path, start_lines=lines):
+            await resp.write(chunk)
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    return resp
+
+
+@route("DELETE", "/workers/{name}/log", "Truncate the worker's log (safe while it runs)", tag="workers",
+       responses={"200": json_resp({"type": "object"}), "404": json_resp(ref("Error"))})
+async def clean_log(request: web.Request) -> web.Response:
+    request.app[SUPERVISOR].clean_log(request.match_info["name"])
+    return web.json_response({"cleaned": request.match_info["name"]})
+
+
+# -- events, stats ----------------------------------------------------------------------------------
+
+
+@route("GET", "/events", "Server-sent events of task status changes (resumable with Last-Event-ID)", tag="daemon",
+       query=[qparam("worker", "only this worker's tasks"), qparam("task", "only this task")],
+       responses={"200": {"description": "An event stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}}})
+async def task_events(request: web.Request) -> web.StreamResponse:
+    return await events.stream(request, request.app[EVENTS])
+
+
+@route("GET", "/stats", "Counts by status, fire lag and throughput of the last hour, the next 24 h", tag="daemon",
+       responses={"200": json_resp(ref("Stats"))})
+async def stats(request: web.Request) -> web.Response:
+    app = request.app
+    sched = app[SCHEDULER]
+    try:
+        counts = await app[STORE].count_by_status()
+    except StoreUnavailable:
+        counts = {}
+    now = time.time()
+    per_min: dict[int, list[float]] = {}
+    for at, lag in sched.fire_lags:
+        if at >= now - 3600:
+            per_min.setdefault(int(at // 60 * 60), []).append(lag)
+    lag_ms = [[m, round(sorted(v)[len(v) // 2] * 1000, 1)] for m, v in sorted(per_min.items())]
+    throughput = [[m, len(v)] for m, v in sorted(per_min.items())]
+    today = datetime.now(UTC)
+    upcoming_docs, _ = await app[TASKS].list(due_from=timing.fmt(today), due_to=timing.fmt(today + timedelta(days=1)), limit=200)
+    upcoming = [
+        {"id": d["_id"], "date": d.get("date"), "worker": d.get("worker"), "job": (d.get("job") or {}).get("name"), "status": d.get("status")}
+        for d in upcoming_docs
+        if d.get("status") not in model.TERMINAL
+    ]
+    return web.json_response({"counts": counts, "lag_ms": lag_ms, "throughput": throughput, "upcoming": upcoming, "extra": app[EXTRA].get("stats", {})})
+
+
+@route("GET", "/metrics", "Prometheus metrics (text exposition format)", tag="daemon",
+       responses={"200": {"description": "Metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}})
+async def prometheus(request: web.Request) -> web.Response:
+    from after.api import metrics
+
+    return await metrics.respond(request.app)
+
+
+# -- spec, docs, ui -------------------------------------------------------------------------------
+
+
+@route("GET", "/openapi.json", "This API's OpenAPI 3.1 description", tag="daemon", responses={"200": json_resp({"type": "object"})})
+async def openapi(request: web.Request) -> web.Response:
+    from after.api.spec import build
+
+    return web.json_response(build(ROUTES))
+
+
+@route("GET", "/docs", "A readable page of the API, from /openapi.json", tag="daemon",
+       responses={"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}})
+async def docs(request: web.Request) -> web.Response:
+    from after.api.spec import build, html
+
+    return web.Response(text=html(build(ROUTES)), content_type="text/html")
+
+
+async def ui_redirect(request: web.Request) -> web.Response:
+    raise web.HTTPFound("/ui/")
+
+
+async def ui_index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(UI_DIR / "index.html")
+
+
+def install(app: web.Application) -> None:
+    for r in ROUTES:
+        app.router.add_route(r.method, r.path, r.handler)
+    if UI_DIR.exists():
+        app.router.add_get("/ui", ui_redirect)
+        app.router.add_get("/ui/", ui_index)
+        app.router.add_static("/ui/", UI_DIR)

@@ -1,0 +1,296 @@
+"""The ``after`` command. Everything but ``serve``, ``token`` and ``setup`` goes through the REST port.
+
+Exit codes: 0 ok; 1 failure, with a one-line reason on stderr; 2 usage error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+import aiohttp
+import click
+
+from after import __version__, config
+from after.config import Settings
+from after.errors import AfterError
+
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+
+
+def fail(message: str) -> NoReturn:
+    click.echo(f"after: {message}", err=True)
+    sys.exit(1)
+
+
+class Api:
+    """A small synchronous client of the daemon's REST port."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.base = settings.base_url
+
+    def _headers(self) -> dict[str, str]:
+        token = self.settings.token()
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    def request(self, method: str, path: str, *, body: Any = None, params: dict[str, str] | None = None, raw: bool = False) -> Any:
+        async def go() -> Any:
+            timeout = aiohttp.ClientTimeout(total=120)
+            async with aiohttp.ClientSession(timeout=timeout) as session:
+                kwargs: dict[str, Any] = {"headers": self._headers(), "params": params or {}}
+                if body is not None:
+                    kwargs["json"] = body
+                async with session.request(method, self.base + path, **kwargs) as resp:
+                    data = await resp.read()
+                    if resp.status >= 400:
+                        try:
+                            msg = json.loads(data).get("message")
+                        except ValueError:
+                            msg = data.decode(errors="replace")[:200]
+                        fail(f"{msg} (HTTP {resp.status})")
+                    if raw:
+                        return data
+                    return json.loads(data) if data else None
+
+        try:
+            return asyncio.run(go())
+        except aiohttp.ClientConnectionError:
+            fail(f"no After daemon answers on {self.base} (start one with `after serve` or `after start NAME`)")
+
+    def stream(self, path: str, params: dict[str, str], out: Callable[[bytes], None]) -> None:
+        async def go() -> None:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as session:
+                async with session.get(self.base + path, params=params, headers=self._headers()) as resp:
+                    if resp.status >= 400:
+                        fail(f"{(await resp.json()).get('message')} (HTTP {resp.status})")
+                    async for chunk in resp.content.iter_any():
+                        out(chunk)
+
+        try:
+            asyncio.run(go())
+        except aiohttp.ClientConnectionError:
+            fail(f"no After daemon answers on {self.base}")
+        except KeyboardInterrupt:
+            pass
+
+    def alive(self) -> bool:
+        async def go() -> bool:
+            try:
+                async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+                    async with session.get(self.base + "/") as resp:
+                        return resp.status == 200
+            except (aiohttp.ClientError, TimeoutError):
+                return False
+
+        return asyncio.run(go())
+
+
+def load_settings(ctx: click.Context) -> Settings:
+    obj = ctx.ensure_object(dict)
+    if "settings" not in obj:
+        try:
+            obj["settings"] = config.load(obj.get("config"), overrides=obj.get("overrides"))
+        except AfterError as exc:
+            fail(exc.message)
+    settings: Settings = obj["settings"]
+    return settings
+
+
+def out_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, "-V", "--version", prog_name="after")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Config file (default etc/after.toml, or $AFTER_CONFIG).")
+@click.option("--host", default=None, help="Daemon address (server.host).")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Daemon port (server.port, $AFTER_PORT).")
+@click.option("--couchdb-url", default=None, help="CouchDB URL; none = embedded server ($AFTER_COUCHDB_URL).")
+@click.option("--state-dir", default=None, help="State directory ($AFTER_STATE_DIR).")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None, host: str | None, port: int | None, couchdb_url: str | None, state_dir: str | None) -> None:
+    """After: a RESTful task scheduler with named workers over CouchDB."""
+    ctx.ensure_object(dict)
+    ctx.obj["config"] = config_path
+    ctx.obj["overrides"] = {"server_host": host, "server_port": port, "couchdb_url": couchdb_url, "state_dir": state_dir}
+
+
+@main.command()
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.pass_context
+def serve(ctx: click.Context, verbose: bool) -> None:
+    """Run the daemon in the foreground (HTTP port, tick, worker supervision)."""
+    from after.daemon import serve as run
+
+    settings = load_settings(ctx)
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    try:
+        run(settings)
+    except AfterError as exc:
+        fail(exc.message)
+
+
+def ensure_daemon(settings: Settings) -> None:
+    """Start a daemon in the background when none answers; wait until it does."""
+    api = Api(settings)
+    if api.alive():
+        return
+    logdir = settings.state_path / "logs"
+    logdir.mkdir(parents=True, exist_ok=True)
+    logfile = logdir / "daemon.log"
+    click.echo(f"after: no daemon on {settings.base_url}; starting one in the background (log: {logfile})", err=True)
+    env = dict(os.environ)
+    env.update({"AFTER_PORT": str(settings.server_port), "AFTER_HOST": settings.server_host, "AFTER_STATE_DIR": str(settings.state_path)})
+    if settings.couchdb_url:
+        env["AFTER_COUCHDB_URL"] = settings.couchdb_url
+    if settings.config_file:
+        env["AFTER_CONFIG"] = settings.config_file
+    with open(logfile, "ab") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "after", "serve"], stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            fail(f"the daemon exited with {proc.returncode}; see {logfile}")
+        if api.alive():
+            return
+        time.sleep(0.2)
+    fail(f"the daemon did not answer within 60 s; see {logfile}")
+
+
+@main.command()
+@click.argument("name")
+@click.option("--jobs", "jobs", multiple=True, help="Python module registering jobs with @after.jobs.job (repeatable).")
+@click.option("--concurrency", type=click.IntRange(1, 1000), default=4, show_default=True, help="Tasks run at once.")
+@click.pass_context
+def start(ctx: click.Context, name: str, jobs: tuple[str, ...], concurrency: int) -> None:
+    """Start the named worker NAME (and the daemon, if none runs)."""
+    settings = load_settings(ctx)
+    ensure_daemon(settings)
+    info = Api(settings).request("POST", f"/workers/{name}", body={"concurrency": concurrency, "jobs": list(jobs)})
+    click.echo(f"worker {name} started (pid {info.get('pid')})")
+
+
+@main.command()
+@click.argument("name")
+@click.option("--timeout", type=click.FloatRange(0, 86400), default=None, help="Seconds running jobs get to finish (default workers.shutdown_timeout).")
+@click.pass_context
+def stop(ctx: click.Context, name: str, timeout: float | None) -> None:
+    """Stop the named worker NAME gracefully."""
+    params = {"timeout": str(timeout)} if timeout is not None else None
+    Api(load_settings(ctx)).request("DELETE", f"/workers/{name}", params=params)
+    click.echo(f"worker {name} stopped")
+
+
+@main.command(name="log")
+@click.argument("name")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
+@click.option("-n", "--lines", type=click.IntRange(1, 100000), default=200, show_default=True)
+@click.pass_context
+def log_cmd(ctx: click.Context, name: str, follow: bool, lines: int) -> None:
+    """Print the log of worker NAME."""
+    api = Api(load_settings(ctx))
+
+    def write(chunk: bytes) -> None:
+        sys.stdout.buffer.write(chunk)
+        sys.stdout.buffer.flush()
+
+    if follow:
+        api.stream(f"/workers/{name}/log", {"lines": str(lines), "follow": "1"}, write)
+    else:
+        write(api.request("GET", f"/workers/{name}/log", params={"lines": str(lines)}, raw=True))
+
+
+@main.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@click.pass_context
+def list_cmd(ctx: click.Context, as_json: bool) -> None:
+    """List workers: name, state, pid, uptime, tasks run, last error."""
+    workers = Api(load_settings(ctx)).request("GET", "/workers")["workers"]
+    if as_json:
+        out_json(workers)
+        return
+    click.echo(f"{'NAME':<16} {'STATE':<10} {'PID':>7} {'UPTIME':>9} {'TASKS':>6}  LAST ERROR")
+    for w in workers:
+        uptime = f"{w['uptime']:.0f}s" if w.get("uptime") is not None else "-"
+        click.echo(f"{w['name']:<16} {w['state']:<10} {w.get('pid') or '-':>7} {uptime:>9} {w['tasks_run']:>6}  {w.get('last_error') or ''}")
+
+
+@main.command()
+@click.argument("name")
+@click.pass_context
+def clean(ctx: click.Context, name: str) -> None:
+    """Empty the log of worker NAME."""
+    Api(load_settings(ctx)).request("DELETE", f"/workers/{name}/log")
+    click.echo(f"log of {name} cleaned")
+
+
+@main.command()
+@click.pass_context
+def token(ctx: click.Context) -> None:
+    """Print the API token (the daemon makes one on its first start)."""
+    value = load_settings(ctx).token()
+    if not value:
+        fail("no token yet: start the daemon once (`make run` or `after serve`), or set server.api_token")
+    click.echo(value)
+
+
+@main.command()
+@click.pass_context
+def shutdown(ctx: click.Context) -> None:
+    """Stop the daemon of this state directory (as SIGTERM would)."""
+    settings = load_settings(ctx)
+    try:
+        info = json.loads((settings.state_path / "daemon.json").read_text())
+        pid = int(info["pid"])
+        os.kill(pid, signal.SIGTERM)
+    except (OSError, ValueError, KeyError):
+        fail(f"no daemon runs on state directory {settings.state_path}")
+    for _ in range(600):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            click.echo("daemon stopped")
+            return
+        time.sleep(0.1)
+    fail(f"daemon {pid} did not stop within 60 s")
+
+
+@main.command()
+@click.option("--admin-url", required=True, envvar="AFTER_COUCHDB_ADMIN_URL", help="CouchDB URL with server-admin credentials.")
+@click.option("--user", default="after", show_default=True, help="CouchDB user the daemon and workers use.")
+@click.option("--password", default="after", show_default=True, envvar="AFTER_COUCHDB_PASSWORD", help="Its password.")
+@click.pass_context
+def setup(ctx: click.Context, admin_url: str, user: str, password: str) -> None:
+    """Prepare a CouchDB 3.x server: _users/_replicator, the user, the database, its design documents."""
+    from after import model
+    from after.store import Store
+
+    settings = load_settings(ctx)
+
+    async def go() -> None:
+        async with Store(admin_url, settings.couchdb_database) as admin:
+            for system_db in ("_users", "_replicator"):
+                await admin.ensure_system_db(system_db)
+            await admin.ensure_user(user, password, [model.WORKER_ROLE])
+            await admin.setup(create=True)
+
+    try:
+        asyncio.run(go())
+    except AfterError as exc:
+        fail(exc.message)
+    click.echo(f"database {settings.couchdb_database!r} and user {user!r} ready")
+
+
+from after.cli_tasks import task  # noqa: E402 - registers the `after task` group
+
+main.add_command(task)

@@ -1,0 +1,193 @@
+"""``after serve``: the daemon. Wires store, scheduler, supervisor and HTTP, and shuts down in order.
+
+Start-up: take the state directory's lock (one daemon per state directory); start the
+embedded CouchDB when no URL is configured; create the database, its security and design
+documents; make the API token on first start; serve HTTP; load the scheduler's window;
+bring back the workers that were running.
+
+Shutdown (SIGTERM, SIGINT, ``systemctl stop``): stop claiming; stop workers gracefully
+(running jobs get ``workers.shutdown_timeout`` seconds, then are interrupted and follow
+their retry policy); close HTTP; stop the embedded CouchDB. Signal handlers only set an
+event; the main coroutine does the work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import fcntl
+import ipaddress
+import json
+import logging
+import os
+import signal
+import socket
+from pathlib import Path
+from typing import Any, TextIO
+
+from aiohttp import web
+
+from after import model
+from after.api import create_app
+from after.config import Settings, redact_url
+from after.embedded import ADMIN, USER, EmbeddedCouch
+from after.errors import ConfigError
+from after.scheduler import Scheduler
+from after.store import Store
+from after.supervisor import Supervisor
+
+log = logging.getLogger("after.daemon")
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class StateLock:
+    """An exclusive lock on ``<state>/daemon.lock``: a second daemon on the same state fails clearly."""
+
+    def __init__(self, state: Path) -> None:
+        self.path = state / "daemon.lock"
+        self._f: TextIO | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(self.path, "a+")  # noqa: SIM115 - held for the daemon's life
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            other = f.read().strip()
+            f.close()
+            raise ConfigError(f"another After daemon (pid {other or '?'}) uses state directory {self.path.parent}") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        self._f = f
+
+    def release(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+
+def check_bind(settings: Settings) -> None:
+    if not is_loopback(settings.server_host) and not settings.server_api_token:
+        raise ConfigError(
+            f"refusing to listen on {settings.server_host}: binding beyond loopback needs a configured "
+            "token (server.api_token or AFTER_API_TOKEN), not a generated one"
+        )
+
+
+async def prepare_store(settings: Settings, embedded: EmbeddedCouch | None) -> Settings:
+    """Make the database usable; return settings with the CouchDB credentials workers use."""
+    if embedded is not None:
+        async with Store(embedded.url, settings.couchdb_database, user=ADMIN, password=embedded.admin_password) as admin:
+            await admin.setup(create=True)
+            await admin.ensure_user(USER, embedded.user_password, [model.WORKER_ROLE])
+        return dataclasses.replace(settings, couchdb_url=embedded.url, couchdb_user=USER, couchdb_password=embedded.user_password)
+    async with Store(settings.couchdb_url, settings.couchdb_database, user=settings.couchdb_user or None, password=settings.couchdb_password or None) as store:
+        await store.setup(create=True)
+    return settings
+
+
+class Daemon:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.embedded: EmbeddedCouch | None = None
+        self.stop_event = asyncio.Event()
+        self.lock = StateLock(settings.state_path)
+
+    async def run(self, *, ready: asyncio.Event | None = None) -> None:
+        s = self.settings
+        check_bind(s)
+        self.lock.acquire()
+        runner: web.AppRunner | None = None
+        scheduler: Scheduler | None = None
+        supervisor: Supervisor | None = None
+        bg: list[asyncio.Task[Any]] = []
+        store: Store | None = None
+        try:
+            if s.embedded:
+                self.embedded = EmbeddedCouch(s.state_path, binary=s.couchdb_embedded_server or None)
+                await self.embedded.start()
+                bg.append(asyncio.create_task(self.embedded.supervise(), name="embedded couchdb"))
+            worker_settings = await prepare_store(s, self.embedded)
+            log.info("CouchDB %s, database %s", redact_url(worker_settings.couchdb_url), s.couchdb_database)
+            token = s.ensure_token()
+            store = Store(worker_settings.couchdb_url, s.couchdb_database, user=worker_settings.couchdb_user, password=worker_settings.couchdb_password)
+            await store.open()
+            sched_holder: list[Scheduler] = []
+
+            async def on_lost(worker: str, docs: list[dict[str, Any]]) -> None:
+                await sched_holder[0].worker_lost(worker, docs)
+
+            def on_change(worker: str) -> None:
+                if sched_holder:
+                    sched_holder[0].worker_available(worker)
+
+            supervisor = Supervisor(s, worker_settings=dataclasses.asdict(worker_settings), on_lost=on_lost, on_change=on_change)
+            scheduler = Scheduler(store, s, supervisor, daemon_id=f"daemon:{socket.gethostname()}:{os.getpid()}")
+            sched_holder.append(scheduler)
+            app = create_app(s, store=store, supervisor=supervisor, scheduler=scheduler, token=token, extra={"embedded": self.embedded})
+            runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            await runner.setup()
+            site = web.TCPSite(runner, s.server_host, s.server_port, reuse_address=True)
+            try:
+                await site.start()
+            except OSError as exc:
+                raise ConfigError(f"cannot listen on {s.server_host}:{s.server_port}: {exc.strerror}") from None
+            await scheduler.start()
+            await supervisor.restore()
+            self._write_pidfile()
+            log.info("After daemon %s listening on %s (state in %s)", scheduler.daemon_id, s.base_url, s.state_path)
+            if ready is not None:
+                ready.set()
+            await self.stop_event.wait()
+            log.info("shutting down: no new claims; stopping workers (up to %gs for running jobs)", s.workers_shutdown_timeout)
+        finally:
+            if scheduler is not None:
+                await scheduler.stop()
+            if supervisor is not None:
+                await supervisor.stop_all()
+            if runner is not None:
+                await runner.cleanup()
+            if store is not None:
+                await store.close()
+            for t in bg:
+                t.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+            if self.embedded is not None:
+                self.embedded.stop()
+            with contextlib.suppress(FileNotFoundError):
+                (s.state_path / "daemon.json").unlink()
+            self.lock.release()
+            log.info("stopped")
+
+    def _write_pidfile(self) -> None:
+        path = self.settings.state_path / "daemon.json"
+        path.write_text(json.dumps({"pid": os.getpid(), "url": self.settings.base_url}))
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+
+def serve(settings: Settings) -> None:
+    """Run the daemon in the foreground until SIGTERM or SIGINT."""
+
+    async def main() -> None:
+        daemon = Daemon(settings)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, daemon.stop)
+        await daemon.run()
+
+    asyncio.run(main())

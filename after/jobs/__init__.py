@@ -1,0 +1,127 @@
+"""Jobs: named, reusable pieces of automation, and the context a running job gets.
+
+A job is a callable registered by name. It is called as ``func(ctx, *arguments,
+**kwargs)`` with the task's ``job.arguments`` and ``job.kwargs``; ``ctx`` is a
+:class:`TaskContext` (report ``progress``, append ``log`` lines, read the task). It may
+be a coroutine function (run on the worker's event loop, cancellable) or a plain
+function (run in a thread of the worker). What it returns is stored as ``result``
+(it must be JSON-serialisable); what it raises is stored as ``error``.
+
+Where jobs come from, in order (a later one with the same name wins):
+
+1. the built-ins (:mod:`after.jobs.builtin`): ``noop``, ``sleep``, ``shell``, ``http``,
+   ``compact_couchdb``;
+2. the entry point group ``after.jobs`` of installed packages;
+3. ``[jobs.NAME] command = "..."`` tables in the config file (shell commands);
+4. modules given to a worker (``after start NAME --jobs mypkg.jobs``), which register
+   with the :func:`job` decorator.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import inspect
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from after.errors import ConfigError
+
+log = logging.getLogger("after.jobs")
+
+JobFunc = Callable[..., Any]
+
+#: Jobs registered with :func:`job` at import time, by name.
+REGISTERED: dict[str, JobFunc] = {}
+
+
+def job(name: str | None = None) -> Callable[[JobFunc], JobFunc]:
+    """Register a function as a job: ``@job()`` (its own name) or ``@job("send_mail")``."""
+
+    def decorate(func: JobFunc) -> JobFunc:
+        REGISTERED[name or func.__name__] = func
+        return func
+
+    return decorate
+
+
+class JobFailed(Exception):
+    """A job failed in a way it can describe: ``result`` is kept alongside the error.
+
+    ``shell`` raises it for a non-zero exit (with stdout/stderr in ``result``), ``http``
+    for a non-2xx answer.
+    """
+
+    def __init__(self, message: str, *, result: Any = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+@dataclass
+class TaskContext:
+    """What a running job can see and report. Writes are batched by the runner."""
+
+    task: Mapping[str, Any]
+    worker: str
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    log_limit: int = 200
+    progress_value: dict[str, Any] | None = None
+    log_lines: list[str] = field(default_factory=list)
+    dirty: bool = False
+
+    @property
+    def id(self) -> str:
+        return str(self.task["_id"])
+
+    def progress(self, done: float, total: float | None = None) -> None:
+        """Report progress; visible as ``progress`` in the task (``GET /tasks/{id}``)."""
+        self.progress_value = {"done": done, "total": total}
+        self.dirty = True
+
+    def log(self, message: str) -> None:
+        """Append one line to the task's ``log`` (the newest ``scheduler.log_limit`` are kept)."""
+        self.log_lines.append(str(message))
+        if len(self.log_lines) > self.log_limit:
+            del self.log_lines[: len(self.log_lines) - self.log_limit]
+        self.dirty = True
+
+
+def shell_job(command: str | list[str]) -> JobFunc:
+    """A job that runs a fixed command from the config file; arguments are appended."""
+    from after.jobs.builtin import shell
+
+    async def run(ctx: TaskContext, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(command, list):
+            return await shell(ctx, *command, *args, **kwargs)
+        if args:
+            return await shell(ctx, "/bin/sh", "-c", command + ' "$@"', "sh", *args, **kwargs)
+        return await shell(ctx, command, **kwargs)
+
+    return run
+
+
+def load(modules: Iterable[str] = (), config_jobs: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, JobFunc]:
+    """Build a worker's registry. An unimportable module is a ConfigError naming it."""
+    from after.jobs import builtin
+
+    registry: dict[str, JobFunc] = dict(builtin.BUILTINS)
+    for ep in importlib.metadata.entry_points(group="after.jobs"):
+        try:
+            registry[ep.name] = ep.load()
+        except Exception as exc:  # a broken third-party plugin must not stop the worker
+            log.error("cannot load job %r from entry point %s: %s", ep.name, ep.value, exc)
+    for name, spec in (config_jobs or {}).items():
+        registry[name] = shell_job(spec["command"])
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:
+            raise ConfigError(f"cannot import jobs module {module!r}: {type(exc).__name__}: {exc}") from exc
+    registry.update(REGISTERED)
+    return registry
+
+
+def is_async(func: JobFunc) -> bool:
+    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(getattr(func, "__call__", None))

@@ -1,0 +1,410 @@
+"""Runs claimed tasks for one named worker and writes their outcome into CouchDB.
+
+The same :class:`Runner` serves a worker process (:mod:`after.worker`) and the
+in-process scheduler (:mod:`after.scheduler`). For each task it is handed (already
+claimed by a scheduler: status ``schedule`` with a lease) it:
+
+1. writes ``scheduled`` with the revision of the claim, counting an attempt and
+   extending the lease to the end of the job's timeout. A conflict here means the claim
+   is no longer ours (a cancel, or a lease taken over): the job does not start;
+2. runs the job (coroutine on this loop, or a plain function in a thread) under its
+   timeout, cancellable;
+3. writes ``done`` (``result``), ``reschedule`` (a retry, or the next cron occurrence),
+   ``err`` (``error`` with reason, type, message, traceback) or ``canceled``.
+
+Every write is revision-checked. When a write conflicts, the document is read again
+and our write is re-applied only if the lease on it is still ours (same lease id):
+a late ``done`` from a worker whose lease was taken is rejected, never silently applied.
+Writes of many tasks are batched into ``_bulk_docs`` requests by :class:`BulkWriter`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import random
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from after import model, timing
+from after.config import Settings
+from after.errors import AfterError, Conflict, NotFound, StoreUnavailable
+from after.jobs import JobFailed, JobFunc, TaskContext, is_async
+from after.store import Store
+
+log = logging.getLogger("after.runner")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def error_info(reason: str, exc: BaseException | None = None, message: str | None = None) -> dict[str, Any]:
+    info: dict[str, Any] = {"reason": reason}
+    if exc is not None:
+        info["type"] = type(exc).__name__
+        info["message"] = message or str(exc) or type(exc).__name__
+        info["traceback"] = "".join(traceback.format_exception(exc))[-8000:]
+    else:
+        info["type"] = reason
+        info["message"] = message or reason
+    return info
+
+
+class BulkWriter:
+    """Coalesces concurrent revision-checked writes into ``_bulk_docs`` requests.
+
+    While one request is in flight, new writes queue; the next request carries all of
+    them (up to ``batch``). Bulk requests are 15-50x cheaper per document than single
+    writes on both CouchDB and pouchdb-server. While the store is unreachable, writes
+    are retried with backoff until they land (a status write is never dropped because
+    of an outage).
+    """
+
+    def __init__(self, store: Store, *, batch: int = 500) -> None:
+        self.store = store
+        self.batch = batch
+        self._queue: list[tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.outage_since: float | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name="bulk-writer")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            # Let queued writes land first.
+            while self._queue:
+                await asyncio.sleep(0.01)
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def write(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """Write ``doc`` (with its ``_rev``); return it with the new revision or raise Conflict."""
+        self.start()
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._queue.append((doc, fut))
+        self._wake.set()
+        return await fut
+
+    async def _loop(self) -> None:
+        delay = 0.2
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                batch = self._queue[: self.batch]
+                # Two writes of one document in one batch would conflict with each other:
+                # send only the first of each id now, the rest in the next round.
+                seen: set[str] = set()
+                send: list[tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]] = []
+                for item in batch:
+                    if item[0]["_id"] not in seen:
+                        seen.add(item[0]["_id"])
+                        send.append(item)
+                try:
+                    results = await self.store.write_many([d for d, _ in send])
+                except StoreUnavailable as exc:
+                    if self.outage_since is None:
+                        self.outage_since = time.monotonic()
+                        log.warning("store unreachable, holding %d writes: %s", len(self._queue), exc.message)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+                    continue
+                if self.outage_since is not None:
+                    log.warning("store reachable again after %.1fs", time.monotonic() - self.outage_since)
+                    self.outage_since = None
+                delay = 0.2
+                sent = {id(f) for _, f in send}
+                self._queue = [item for item in self._queue if id(item[1]) not in sent]
+                for doc, fut in send:
+                    if fut.done():
+                        continue
+                    res = results[doc["_id"]]
+                    if isinstance(res, dict):
+                        fut.set_result(res)
+                    else:
+                        fut.set_exception(res)
+
+
+Notify = Callable[[dict[str, Any]], None]
+
+
+class Runner:
+    """Executes tasks for worker ``name`` with at most ``concurrency`` at once."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        name: str,
+        registry: Mapping[str, JobFunc],
+        settings: Settings,
+        concurrency: int = 4,
+        notify: Notify | None = None,
+        rand: Callable[[], float] = random.random,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.store = store
+        self.name = name
+        self.registry = dict(registry)
+        self.settings = settings
+        self.concurrency = max(1, concurrency)
+        self.notify = notify or (lambda msg: None)
+        self.rand = rand
+        self.clock = clock
+        self.writer = BulkWriter(store)
+        self._sem = asyncio.Semaphore(self.concurrency)
+        self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix=f"job-{name}")
+        self.running: dict[str, asyncio.Task[None]] = {}
+        self._cancel_asked: set[str] = set()
+        self._interrupting = False
+        self.tasks_run = 0
+        self.last_error: str | None = None
+        self.by = f"worker:{name}"
+
+    # -- control -------------------------------------------------------------------------
+
+    def submit(self, doc: dict[str, Any]) -> None:
+        """Run a claimed task (status ``schedule``, with a lease) as soon as a slot is free."""
+        task_id = doc["_id"]
+        if task_id in self.running:
+            return
+        self.running[task_id] = asyncio.create_task(self._execute(doc), name=f"task {task_id}")
+
+    def cancel(self, task_id: str) -> bool:
+        """Stop a running task; it is acknowledged ``canceled``. False if not running here."""
+        t = self.running.get(task_id)
+        if t is None:
+            return False
+        self._cancel_asked.add(task_id)
+        t.cancel()
+        return True
+
+    async def drain(self, timeout: float) -> None:
+        """Graceful stop: wait up to ``timeout`` s for running jobs, then interrupt them.
+
+        Interrupted tasks follow their retry policy (``reschedule`` if attempts are left,
+        else ``err`` with reason "interrupted").
+        """
+        if self.running:
+            await asyncio.wait(list(self.running.values()), timeout=timeout)
+        if self.running:
+            self._interrupting = True
+            for t in list(self.running.values()):
+                t.cancel()
+            await asyncio.wait(list(self.running.values()), timeout=30)
+        await self.writer.stop()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- one task ---------------------------------------------------------------------------
+
+    def _limit(self) -> int:
+        return self.settings.scheduler_history_limit
+
+    async def _execute(self, claimed: dict[str, Any]) -> None:
+        task_id = claimed["_id"]
+        try:
+            async with self._sem:
+                await self._run(claimed)
+        except asyncio.CancelledError:
+            # Cancelled before it started (waiting for a slot): acknowledge, no attempt spent.
+            if task_id in self._cancel_asked:
+                await self._finish_simple(claimed, model.CANCELED, None)
+            elif self._interrupting:
+                await self._finish_simple(claimed, model.WAITING, None)
+        except Exception:  # noqa: BLE001 - a runner bug must not take the worker down
+            log.exception("task %s: unexpected failure in the runner", task_id)
+        finally:
+            self.running.pop(task_id, None)
+            self._cancel_asked.discard(task_id)
+
+    async def _finish_simple(self, doc: dict[str, Any], status: str, error: dict[str, Any] | None) -> None:
+        out = dict(doc)
+        out.pop("lease", None)
+        out["error"] = error
+        model.set_status(out, status, self.by, self.clock(), limit=self._limit())
+        await self._write_final(doc, out)
+        self.notify({"op": "finished", "id": doc["_id"], "status": status})
+
+    async def _run(self, claimed: dict[str, Any]) -> None:
+        task_id = claimed["_id"]
+        lease = dict(claimed.get("lease") or {})
+        now = self.clock()
+        expires = claimed.get("expires")
+        if expires and timing.parse_date(expires, field="expires") <= now:
+            await self._finish_simple(claimed, model.ERR, error_info("expired", message="expired before it could start"))
+            return
+        timeout = float(claimed.get("timeout") or self.settings.scheduler_default_timeout)
+        doc = dict(claimed)
+        doc["attempts"] = int(doc.get("attempts") or 0) + 1
+        doc["started"] = timing.fmt(now)
+        lease["until"] = timing.fmt(now + timedelta(seconds=timeout + self.settings.scheduler_lease_seconds))
+        lease["worker"] = self.name
+        lease["pid"] = os.getpid()
+        doc["lease"] = lease
+        model.set_status(doc, model.SCHEDULED, self.by, now, limit=self._limit())
+        try:
+            cur = await self.writer.write(doc)
+        except Conflict:
+            await self._lost_claim(claimed)
+            return
+        self.notify({"op": "started", "id": task_id, "doc": cur})
+
+        job = cur.get("job") or {}
+        func = self.registry.get(job.get("name", ""))
+        ctx = TaskContext(task=cur, worker=self.name, settings=self._job_settings(), log_limit=self.settings.scheduler_log_limit)
+        outcome: str
+        result: Any = None
+        error: dict[str, Any] | None = None
+        flusher = asyncio.create_task(self._flush_progress(ctx, cur))
+        try:
+            if func is None:
+                raise LookupError(f"unknown job {job.get('name')!r} for worker {self.name!r}")
+            result = await asyncio.wait_for(self._call(func, ctx, job), timeout)
+            outcome = "done"
+        except TimeoutError as exc:
+            outcome, error = "fail", error_info("timeout", exc, f"timeout: the job ran longer than {timeout:g}s")
+        except asyncio.CancelledError:
+            if task_id in self._cancel_asked:
+                outcome = "canceled"
+            elif self._interrupting:
+                outcome, error = "fail", error_info("interrupted", message="interrupted by a shutdown")
+            else:
+                raise
+        except LookupError as exc:
+            outcome, error = "fail", error_info("unknown_job", exc, str(exc).strip("'\""))
+        except JobFailed as exc:
+            outcome, error, result = "fail", error_info("failed", exc), exc.result
+        except Exception as exc:  # noqa: BLE001 - any job error is the task's, not the worker's
+            outcome, error = "fail", error_info("exception", exc)
+        finally:
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+        self.tasks_run += 1
+        if error:
+            self.last_error = f"{task_id}: {error.get('message')}"
+        final = self._final_doc(ctx.task, ctx, outcome, result, error, started=now)
+        await self._write_final(ctx.task, final)
+        self.notify({"op": "finished", "id": task_id, "status": final["status"]})
+
+    async def _call(self, func: JobFunc, ctx: TaskContext, job: Mapping[str, Any]) -> Any:
+        args = list(job.get("arguments") or [])
+        kwargs = dict(job.get("kwargs") or {})
+        if is_async(func):
+            return await func(ctx, *args, **kwargs)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, functools.partial(func, ctx, *args, **kwargs))
+
+    def _job_settings(self) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "couchdb_url": self.store.url,
+            "couchdb_database": self.store.name,
+            "couchdb_user": s.couchdb_user,
+            "couchdb_password": s.couchdb_password,
+        }
+
+    async def _flush_progress(self, ctx: TaskContext, cur: dict[str, Any]) -> None:
+        """Write progress and log lines at most once a second while the job runs."""
+        while True:
+            await asyncio.sleep(1.0)
+            if not ctx.dirty:
+                continue
+            ctx.dirty = False
+            doc = dict(ctx.task)
+            doc["progress"] = ctx.progress_value
+            doc["log"] = list(ctx.log_lines)
+            try:
+                ctx.task = await self.writer.write(doc)
+            except Conflict:
+                try:
+                    fresh = await self.store.get(doc["_id"])
+                except AfterError:
+                    continue
+                if (fresh.get("lease") or {}).get("id") == (doc.get("lease") or {}).get("id"):
+                    ctx.task = fresh
+                    ctx.dirty = True
+
+    def _final_doc(
+        self, cur: Mapping[str, Any], ctx: TaskContext, outcome: str, result: Any, error: dict[str, Any] | None, *, started: datetime
+    ) -> dict[str, Any]:
+        now = self.clock()
+        doc = dict(cur)
+        doc.pop("lease", None)
+        doc["finished"] = timing.fmt(now)
+        if ctx.progress_value is not None:
+            doc["progress"] = ctx.progress_value
+        if ctx.log_lines:
+            doc["log"] = list(ctx.log_lines)
+        doc["result"] = result
+        doc["error"] = error
+        if outcome == "canceled":
+            return model.set_status(doc, model.CANCELED, self.by, now, limit=self._limit())
+        status = model.DONE if outcome == "done" else model.ERR
+        if doc.get("cron"):
+            runs = list(doc.get("runs") or [])
+            runs.append({"date": doc.get("date"), "started": timing.fmt(started), "finished": doc["finished"], "status": status, "error": error})
+            doc["runs"] = runs[-self.settings.scheduler_runs_limit :]
+        if outcome == "fail" and timing.can_retry(doc) and error and error.get("reason") != "unknown_job":
+            delay = timing.retry_delay(doc.get("retry") or {}, int(doc.get("attempts") or 1), rand=self.rand)
+            doc["date"] = timing.fmt(now + timedelta(seconds=delay))
+            return model.set_status(doc, model.RESCHEDULE, self.by, now, limit=self._limit(), reason=f"retry in {delay:.1f}s")
+        nxt = timing.next_after_run(doc, started=started) if doc.get("cron") else None
+        if nxt is not None:
+            doc["date"] = timing.fmt(nxt)
+            doc["attempts"] = 0
+            return model.set_status(doc, model.RESCHEDULE, self.by, now, limit=self._limit(), reason=f"cron run {status}")
+        return model.set_status(doc, status, self.by, now, limit=self._limit())
+
+    async def _write_final(self, cur: Mapping[str, Any], final: dict[str, Any]) -> None:
+        lease_id = (cur.get("lease") or {}).get("id")
+        doc = final
+        for _ in range(10):
+            try:
+                await self.writer.write(doc)
+                return
+            except Conflict:
+                try:
+                    fresh = await self.store.get(doc["_id"])
+                except NotFound:
+                    log.warning("task %s was deleted while it ran; its outcome is dropped", doc["_id"])
+                    return
+                fresh_lease = (fresh.get("lease") or {}).get("id")
+                if fresh_lease != lease_id or fresh.get("status") not in (model.SCHEDULE, model.SCHEDULED, model.CANCEL):
+                    log.warning(
+                        "task %s: lease taken over (now %s); our outcome %s is rejected",
+                        doc["_id"], fresh.get("status"), final.get("status"),
+                    )
+                    return
+                merged = dict(fresh)
+                for key in ("status", "result", "error", "date", "attempts", "finished", "progress", "log", "runs", "history", "updated", "started"):
+                    if key in final:
+                        merged[key] = final[key]
+                merged.pop("lease", None)
+                doc = merged
+
+    async def _lost_claim(self, claimed: Mapping[str, Any]) -> None:
+        """Our ``scheduled`` write conflicted: acknowledge a cancel, otherwise let it go."""
+        try:
+            fresh = await self.store.get(claimed["_id"])
+        except NotFound:
+            return
+        same_lease = (fresh.get("lease") or {}).get("id") == (claimed.get("lease") or {}).get("id")
+        if fresh.get("status") == model.CANCEL and same_lease:
+            await self._finish_simple(fresh, model.CANCELED, None)
+            return
+        log.info("task %s: claim no longer ours (status %s); not started", claimed["_id"], fresh.get("status"))
+        self.notify({"op": "finished", "id": claimed["_id"], "status": fresh.get("status")})

@@ -1,0 +1,568 @@
+"""The scheduler: what is due, claimed under a lease, handed to a worker. Also the in-process API.
+
+How a tick stays cheap (its cost is what is due, not what is stored):
+
+- The tasks whose *agenda time* (due date; lease end for held tasks; "now" for cancel
+  intents) falls within the coming window (``scheduler.window_seconds``) are held in
+  memory, loaded by one range query on the ``agenda`` view, and kept current by the
+  CouchDB ``_changes`` feed. The window query is repeated every third of a window to
+  pull in what moved into range.
+- :meth:`Scheduler.tick` takes what is due from a heap, asks :func:`after.timing.plan`
+  what to do (pure code), and carries it out with one ``_bulk_docs`` request for the
+  claims and one for everything else.
+
+The loop is thin: it waits for the next whole wall-clock second (or an earlier kick:
+a due document arrived, a worker freed a slot) and calls ``await tick(now)``. Tests
+call ``tick`` with a chosen ``now``.
+
+Several daemons may share one database: every write carries the revision read, so of
+two daemons claiming the same task one gets a conflict and drops it.
+
+In-process use (``import after.scheduler``)::
+
+    from after.scheduler import connect
+    async with connect("http://after:after@127.0.0.1:5984") as after:
+        task = await after.schedule("mailer", "send_report", args=[42], date="2026-12-01T08:00:00Z")
+        await after.cancel(task["_id"])
+
+    # or run jobs in this process, with no daemon:
+    async with connect(url, run={"mailer": {"send_report": send_report}}) as after:
+        await after.schedule("mailer", "send_report", date=time.time() + 5)
+        await asyncio.sleep(10)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import random
+import time
+import uuid
+from collections import defaultdict, deque
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from after import model, timing
+from after.config import Settings
+from after.errors import AfterError, StoreUnavailable
+from after.jobs import JobFunc
+from after.runner import Runner, error_info
+from after.service import Tasks
+from after.store import Store
+
+log = logging.getLogger("after.scheduler")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def rev_gen(doc: Mapping[str, Any]) -> int:
+    try:
+        return int(str(doc.get("_rev", "0-")).split("-", 1)[0])
+    except ValueError:
+        return 0
+
+
+class Dispatcher(Protocol):
+    """Where claimed tasks go: this host's worker processes, or in-process runners."""
+
+    def knows(self, worker: str) -> bool: ...
+    def capacity(self, worker: str) -> int: ...
+    def dispatch(self, worker: str, doc: dict[str, Any]) -> bool: ...
+    def cancel(self, worker: str, task_id: str) -> bool: ...
+    def running_here(self, worker: str, task_id: str) -> bool: ...
+
+
+class Scheduler:
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        dispatcher: Dispatcher,
+        *,
+        daemon_id: str | None = None,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.dispatcher = dispatcher
+        self.daemon_id = daemon_id or f"daemon:{uuid.uuid4().hex[:12]}"
+        self.rand = rand
+        self.tasks: dict[str, dict[str, Any]] = {}
+        self._heap: list[tuple[float, str, int]] = []
+        self._parked: dict[str, set[str]] = defaultdict(set)
+        self._kick = asyncio.Event()
+        self._horizon: datetime = timing.EPOCH
+        self.seq: Any = 0
+        self._bg: list[asyncio.Task[Any]] = []
+        self.listeners: list[Callable[[list[dict[str, Any]], Any], None]] = []
+        # observability
+        self.last_tick: float = 0.0
+        self.tick_seconds: deque[float] = deque(maxlen=600)
+        self.fire_lags: deque[tuple[float, float]] = deque(maxlen=20000)
+        self.counters: dict[str, int] = defaultdict(int)
+        self.tick_observers: list[Callable[[float], None]] = []
+        self.lag_observers: list[Callable[[float, str, str], None]] = []
+
+    # -- memory -------------------------------------------------------------------------------
+
+    def observe(self, doc: Mapping[str, Any]) -> None:
+        """Take a document's current state into the in-memory agenda (or drop it from it)."""
+        task_id = doc.get("_id")
+        if not isinstance(task_id, str) or not model.is_task(doc):
+            return
+        old = self.tasks.get(task_id)
+        if old is not None and rev_gen(old) > rev_gen(doc):
+            return  # an older revision than the one we hold (a late window query)
+        when = timing.agenda_time(doc)
+        if when is None or when > self._horizon:
+            self.tasks.pop(task_id, None)
+            return
+        self.tasks[task_id] = dict(doc)
+        gen = rev_gen(doc)
+        heapq.heappush(self._heap, (when.timestamp(), task_id, gen))
+        if when.timestamp() <= time.time():
+            self._kick.set()
+
+    def forget(self, task_id: str) -> None:
+        self.tasks.pop(task_id, None)
+
+    def _due(self, now: datetime) -> list[dict[str, Any]]:
+        """Pop every held task whose agenda time is <= now (each once, current revision)."""
+        limit = now.timestamp()
+        out: dict[str, dict[str, Any]] = {}
+        while self._heap and self._heap[0][0] <= limit:
+            _, task_id, gen = heapq.heappop(self._heap)
+            doc = self.tasks.get(task_id)
+            if doc is None or rev_gen(doc) != gen or task_id in out:
+                continue
+            out[task_id] = doc
+        return list(out.values())
+
+    def _requeue(self, doc: dict[str, Any], at: float) -> None:
+        heapq.heappush(self._heap, (at, doc["_id"], rev_gen(doc)))
+
+    def worker_available(self, worker: str) -> None:
+        """A worker started (or freed slots): its parked tasks are due again."""
+        for task_id in self._parked.pop(worker, set()):
+            doc = self.tasks.get(task_id)
+            if doc is not None:
+                self._requeue(doc, 0)
+        self._kick.set()
+
+    async def refresh_window(self, now: datetime) -> None:
+        horizon = now + timedelta(seconds=self.settings.scheduler_window_seconds)
+        docs = await self.store.agenda(horizon)
+        self._horizon = horizon
+        for doc in docs:
+            self.observe(doc)
+
+    def apply_changes(self, batch: Iterable[Mapping[str, Any]]) -> None:
+        for change in batch:
+            if change.get("deleted"):
+                self.forget(change.get("id", ""))
+                continue
+            doc = change.get("doc")
+            if doc:
+                self.observe(doc)
+
+    # -- the tick ----------------------------------------------------------------------------------
+
+    async def tick(self, now: datetime) -> dict[str, int]:
+        """One scheduling step at ``now``: plan, then claim/dispatch and write, in bulk."""
+        started = time.perf_counter()
+        due = self._due(now)
+        limit = self.settings.scheduler_history_limit
+        writes: list[dict[str, Any]] = []
+        stats: dict[str, int] = defaultdict(int)
+        valid: list[dict[str, Any]] = []
+        for doc in due:
+            if doc.get("status") in model.PENDING and (why := model.problem(doc)):
+                bad = dict(doc)
+                bad["error"] = {"reason": "invalid", "type": "invalid", "message": why}
+                writes.append(model.set_status(bad, model.ERR, self.daemon_id, now, limit=limit, reason=f"invalid: {why}"))
+                stats["invalid"] += 1
+            else:
+                valid.append(doc)
+        fires: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        later: list[dict[str, Any]] = []
+        for action in timing.plan(now, valid):
+            doc = dict(action.task)
+            if action.kind == "fire":
+                worker = doc["worker"]
+                if not self.dispatcher.knows(worker):
+                    self._parked[worker].add(doc["_id"])
+                    continue
+                fires[worker].append(doc)
+            elif action.kind == "cancel":
+                out = self._acknowledge_cancel(doc, now)
+                if out is not None:
+                    writes.append(out)
+                    stats["canceled"] += 1
+                else:
+                    later.append(doc)
+            elif action.kind == "recover":
+                worker = doc.get("worker", "")
+                if self.dispatcher.running_here(worker, doc["_id"]):
+                    later.append(doc)  # our live worker still has it: its write will settle it
+                    continue
+                writes.append(self.recovered(doc, now, reason="lost"))
+                stats["recovered"] += 1
+            elif action.kind == "expire":
+                doc["error"] = error_info("expired", message=f"expired at {doc.get('expires')} before it started")
+                writes.append(model.set_status(doc, model.ERR, self.daemon_id, now, limit=limit))
+                stats["expired"] += 1
+            elif action.kind == "miss":
+                writes.append(self._missed(doc, action, now))
+                stats["missed"] += 1
+        # Held tasks (a cancel of another daemon's running task) are looked at again later.
+        for doc in later:
+            self._requeue(doc, now.timestamp() + 1)
+        claims: list[tuple[str, dict[str, Any]]] = []
+        for worker, docs in fires.items():
+            room = self.dispatcher.capacity(worker)
+            take, rest = docs[:room], docs[room:]
+            claims.extend((worker, d) for d in take)
+            for doc in rest:
+                self._requeue(doc, 0)  # due still; goes when the worker frees a slot
+        claims.sort(key=lambda wd: timing.order_key(wd[1]))
+        if writes:
+            results = await self._write(writes)
+            for res in results.values():
+                if isinstance(res, dict):
+                    self.observe(res)
+        if claims:
+            batch = self.settings.scheduler_claim_batch
+            for i in range(0, len(claims), batch):
+                chunk = claims[i : i + batch]
+                claimed, lost = await self.store.claim(
+                    [d for _, d in chunk],
+                    daemon=self.daemon_id,
+                    now=now,
+                    lease_seconds=self.settings.scheduler_lease_seconds,
+                    history_limit=limit,
+                )
+                stats["lost"] += len(lost)
+                for task_id in lost:
+                    self.forget(task_id)  # the changes feed brings its new state
+                for doc in claimed:
+                    self.observe(doc)
+                    if self.dispatcher.dispatch(doc["worker"], doc):
+                        stats["fired"] += 1
+                        lag = now.timestamp() - (timing.due_at(doc) or now).timestamp()
+                        wall_lag = time.time() - (timing.due_at(doc) or now).timestamp()
+                        self.fire_lags.append((time.time(), max(0.0, wall_lag)))
+                        for obs in self.lag_observers:
+                            obs(max(0.0, lag), doc["worker"], (doc.get("job") or {}).get("name", ""))
+        for key, value in stats.items():
+            self.counters[key] += value
+        elapsed = time.perf_counter() - started
+        self.last_tick = time.time()
+        self.tick_seconds.append(elapsed)
+        for tobs in self.tick_observers:
+            tobs(elapsed)
+        return dict(stats)
+
+    async def _write(self, docs: list[dict[str, Any]]) -> dict[str, dict[str, Any] | AfterError]:
+        try:
+            return await self.store.write_many(docs)
+        except StoreUnavailable as exc:
+            log.warning("tick: %s; will retry", exc.message)
+            for doc in docs:
+                self._requeue(doc, time.time() + 1)
+            return {}
+
+    def _acknowledge_cancel(self, doc: dict[str, Any], now: datetime) -> dict[str, Any] | None:
+        """A cancel intent: stop it where it runs, or acknowledge it if nothing runs it."""
+        lease = doc.get("lease") or {}
+        worker = doc.get("worker", "")
+        if lease:
+            if self.dispatcher.running_here(worker, doc["_id"]):
+                self.dispatcher.cancel(worker, doc["_id"])
+                return None  # the worker acknowledges ``canceled``
+            until = timing.parse_date(lease.get("until") or 0, field="lease.until")
+            if lease.get("daemon") != self.daemon_id and until > now:
+                return None  # another daemon's task: that daemon handles it
+        out = dict(doc)
+        out.pop("lease", None)
+        return model.set_status(out, model.CANCELED, self.daemon_id, now, limit=self.settings.scheduler_history_limit)
+
+    def recovered(self, doc: dict[str, Any], now: datetime, *, reason: str) -> dict[str, Any]:
+        """A held task whose daemon or worker is gone: back to waiting, retried, or ``err``.
+
+        ``schedule`` (claimed, never started: the worker writes ``scheduled`` before it
+        runs anything) goes back to ``waiting`` with no attempt spent. ``scheduled``
+        (it was running) is retried if its retry policy allows, else ends ``err`` with
+        ``reason``: without a retry policy a task never runs twice.
+        """
+        out = dict(doc)
+        out.pop("lease", None)
+        limit = self.settings.scheduler_history_limit
+        if doc.get("status") == model.SCHEDULE:
+            return model.set_status(out, model.WAITING, self.daemon_id, now, limit=limit, reason=f"released: {reason}")
+        message = "the worker process died while running it" if reason == "worker died" else "its lease expired while it ran (daemon or worker lost)"
+        out["error"] = error_info(reason, message=message)
+        if timing.can_retry(out):
+            delay = timing.retry_delay(out.get("retry") or {}, int(out.get("attempts") or 1), rand=self.rand)
+            out["date"] = timing.fmt(now + timedelta(seconds=delay))
+            return model.set_status(out, model.RESCHEDULE, self.daemon_id, now, limit=limit, reason=f"retry after {reason}")
+        if out.get("cron"):
+            nxt = timing.next_after_run(out, started=now)
+            if nxt is not None:
+                out["date"] = timing.fmt(nxt)
+                out["attempts"] = 0
+                return model.set_status(out, model.RESCHEDULE, self.daemon_id, now, limit=limit, reason=reason)
+        return model.set_status(out, model.ERR, self.daemon_id, now, limit=limit, reason=reason)
+
+    def _missed(self, doc: dict[str, Any], action: timing.Action, now: datetime) -> dict[str, Any]:
+        limit = self.settings.scheduler_history_limit
+        late = f"missed: due {doc.get('date')}, more than its grace late"
+        if action.next_date is not None:
+            runs = list(doc.get("runs") or [])
+            runs.append({"date": doc.get("date"), "status": "missed"})
+            doc["runs"] = runs[-self.settings.scheduler_runs_limit :]
+            doc["date"] = timing.fmt(action.next_date)
+            return model.set_status(doc, model.RESCHEDULE, self.daemon_id, now, limit=limit, reason=late)
+        doc["error"] = error_info("missed", message=late)
+        return model.set_status(doc, model.ERR, self.daemon_id, now, limit=limit)
+
+    async def worker_lost(self, worker: str, docs: list[dict[str, Any]]) -> None:
+        """A worker process died with these tasks: recover each from its current state."""
+        now = utcnow()
+        try:
+            fresh = await self.store.get_many(d["_id"] for d in docs)
+        except StoreUnavailable:
+            return  # their leases expire; recovery happens then
+        writes = []
+        for doc in docs:
+            cur = fresh.get(doc["_id"])
+            if cur is None or (cur.get("lease") or {}).get("id") != (doc.get("lease") or {}).get("id"):
+                continue
+            if cur.get("status") == model.CANCEL:
+                out = dict(cur)
+                out.pop("lease", None)
+                writes.append(model.set_status(out, model.CANCELED, self.daemon_id, now, limit=self.settings.scheduler_history_limit))
+            elif cur.get("status") in model.HELD:
+                writes.append(self.recovered(cur, now, reason="worker died"))
+        if writes:
+            for res in (await self._write(writes)).values():
+                if isinstance(res, dict):
+                    self.observe(res)
+
+    # -- running -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the window and start following the changes feed and the tick loop."""
+        self.seq = await self.store.update_seq()
+        await self.refresh_window(utcnow())
+        self._bg = [
+            asyncio.create_task(self._follow(), name="changes"),
+            asyncio.create_task(self._refresh_loop(), name="window"),
+            asyncio.create_task(self.run(), name="tick"),
+        ]
+
+    async def stop(self) -> None:
+        for t in self._bg:
+            t.cancel()
+        for t in self._bg:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._bg = []
+
+    async def _follow(self) -> None:
+        async for batch in self.store.follow(self.seq):
+            self.seq = batch[-1].get("seq", self.seq)
+            self.apply_changes(batch)
+            for listener in self.listeners:
+                listener(batch, self.seq)
+
+    async def _refresh_loop(self) -> None:
+        period = self.settings.scheduler_window_seconds / 3
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await self.refresh_window(utcnow())
+            except StoreUnavailable as exc:
+                log.warning("window refresh: %s", exc.message)
+
+    async def run(self) -> None:
+        """Tick at every whole wall-clock second, and at once when kicked."""
+        while True:
+            wall = time.time()
+            wait = 1.0 - (wall % 1.0)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._kick.wait()
+            self._kick.clear()
+            try:
+                await self.tick(utcnow())
+            except StoreUnavailable as exc:
+                log.warning("tick: %s", exc.message)
+            except Exception:  # noqa: BLE001 - a bug in one tick must not stop scheduling
+                log.exception("tick failed")
+                await asyncio.sleep(1)
+
+    def kick(self) -> None:
+        self._kick.set()
+
+    def stalled(self) -> bool:
+        return self.last_tick > 0 and time.time() - self.last_tick > 10
+
+
+# ------------------------------------------------------------------------------------------------
+# The in-process API
+
+
+class LocalDispatcher:
+    """Runs tasks in this process with :class:`Runner` s: no daemon, no worker processes."""
+
+    def __init__(self, store: Store, settings: Settings, jobs: Mapping[str, Mapping[str, JobFunc]], *, concurrency: int = 4) -> None:
+        self.scheduler: Scheduler | None = None
+        self.runners: dict[str, Runner] = {}
+        for worker, registry in jobs.items():
+            self.runners[worker] = Runner(store, name=worker, registry=registry, settings=settings, concurrency=concurrency, notify=self._notify)
+
+    def _notify(self, msg: dict[str, Any]) -> None:
+        if msg.get("op") == "finished" and self.scheduler is not None:
+            self.scheduler.kick()
+
+    def knows(self, worker: str) -> bool:
+        return worker in self.runners
+
+    def capacity(self, worker: str) -> int:
+        r = self.runners.get(worker)
+        return 0 if r is None else max(0, r.concurrency * 2 - len(r.running))
+
+    def dispatch(self, worker: str, doc: dict[str, Any]) -> bool:
+        r = self.runners.get(worker)
+        if r is None:
+            return False
+        r.submit(doc)
+        return True
+
+    def cancel(self, worker: str, task_id: str) -> bool:
+        r = self.runners.get(worker)
+        return r is not None and r.cancel(task_id)
+
+    def running_here(self, worker: str, task_id: str) -> bool:
+        r = self.runners.get(worker)
+        return r is not None and task_id in r.running
+
+    async def drain(self, timeout: float) -> None:
+        await asyncio.gather(*(r.drain(timeout) for r in self.runners.values()))
+
+
+class NoDispatcher:
+    """A client that only schedules: tasks are run by daemons' workers."""
+
+    def knows(self, worker: str) -> bool:
+        return False
+
+    def capacity(self, worker: str) -> int:
+        return 0
+
+    def dispatch(self, worker: str, doc: dict[str, Any]) -> bool:
+        return False
+
+    def cancel(self, worker: str, task_id: str) -> bool:
+        return False
+
+    def running_here(self, worker: str, task_id: str) -> bool:
+        return False
+
+
+class Client(Tasks):
+    """``after.scheduler.connect(...)``: schedule, cancel, reschedule and read tasks from a program.
+
+    With ``run=``, it also runs a scheduler in this process that executes those
+    workers' tasks with the given job functions (no daemon needed); it competes fairly
+    with daemons for the same workers' tasks (claims are revisions).
+    """
+
+    def __init__(self, store: Store, settings: Settings, *, run: Mapping[str, Mapping[str, JobFunc]] | None = None, by: str = "python") -> None:
+        super().__init__(store, settings, by=by)
+        self.scheduler: Scheduler | None = None
+        self._local: LocalDispatcher | None = None
+        if run:
+            self._local = LocalDispatcher(store, settings, run)
+            self.scheduler = Scheduler(store, settings, self._local)
+            self._local.scheduler = self.scheduler
+
+    async def schedule(
+        self,
+        worker: str,
+        job: str,
+        *,
+        args: list[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        date: Any = None,
+        **options: Any,
+    ) -> dict[str, Any]:
+        """Create one task; ``options`` are any task fields (cron, timezone, priority, retry...)."""
+        body = {"worker": worker, "job": {"name": job, "arguments": args or [], "kwargs": kwargs or {}}, **options}
+        if date is not None:
+            body["date"] = date
+        elif "cron" not in options:
+            body["date"] = time.time()
+        (doc,) = await self.create([body])
+        return doc
+
+    async def wait(self, task_id: str, *, statuses: Iterable[str] = model.TERMINAL, timeout: float = 60.0) -> dict[str, Any]:
+        """Poll until the task reaches one of ``statuses`` (a convenience for scripts and tests)."""
+        wanted = set(statuses)
+        deadline = time.monotonic() + timeout
+        while True:
+            doc = await self.get(task_id)
+            if doc.get("status") in wanted or time.monotonic() > deadline:
+                return doc
+            await asyncio.sleep(0.1)
+
+    async def __aenter__(self) -> Client:
+        await self.store.open()
+        if self.scheduler is not None:
+            await self.scheduler.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.scheduler is not None:
+            await self.scheduler.stop()
+        if self._local is not None:
+            await self._local.drain(self.settings.workers_shutdown_timeout)
+        await self.store.close()
+
+
+def connect(
+    url: str | None = None,
+    *,
+    database: str | None = None,
+    user: str | None = None,
+    password: str | None = None,
+    run: Mapping[str, Mapping[str, JobFunc]] | None = None,
+    settings: Settings | None = None,
+) -> Client:
+    """A :class:`Client` for the CouchDB at ``url`` (default: the configured one).
+
+    Use it as ``async with connect(...) as after:``. ``run`` maps worker names to
+    ``{job name: function}`` to execute those workers' tasks in this process.
+    """
+    from after import config
+
+    s = settings or config.load()
+    url = url or s.couchdb_url
+    if not url:
+        raise AfterError("connect(): no CouchDB URL (pass url= or set couchdb.url / AFTER_COUCHDB_URL)")
+    store = Store(url, database or s.couchdb_database, user=user or s.couchdb_user or None, password=password or s.couchdb_password or None)
+    return Client(store, s, run=run)
+
+
+@contextlib.asynccontextmanager
+async def running(scheduler: Scheduler) -> AsyncIterator[Scheduler]:
+    await scheduler.start()
+    try:
+        yield scheduler
+    finally:
+        await scheduler.stop()
