@@ -138,6 +138,10 @@ class BulkWriter:
                         fut.set_exception(res)
 
 
+class UnknownJob(Exception):
+    """The task names a job this worker does not have."""
+
+
 Notify = Callable[[dict[str, Any]], None]
 
 
@@ -271,7 +275,7 @@ class Runner:
         flusher = asyncio.create_task(self._flush_progress(ctx, cur))
         try:
             if func is None:
-                raise LookupError(f"unknown job {job.get('name')!r} for worker {self.name!r}")
+                raise UnknownJob(f"unknown job {job.get('name')!r} for worker {self.name!r}")
             result = await asyncio.wait_for(self._call(func, ctx, job), timeout)
             outcome = "done"
         except TimeoutError as exc:
@@ -283,8 +287,8 @@ class Runner:
                 outcome, error = "fail", error_info("interrupted", message="interrupted by a shutdown")
             else:
                 raise
-        except LookupError as exc:
-            outcome, error = "fail", error_info("unknown_job", exc, str(exc).strip("'\""))
+        except UnknownJob as exc:
+            outcome, error = "fail", error_info("unknown_job", exc)
         except JobFailed as exc:
             outcome, error, result = "fail", error_info("failed", exc), exc.result
         except Exception as exc:  # noqa: BLE001 - any job error is the task's, not the worker's

@@ -183,7 +183,7 @@ class Store:
         self.url = base
         self.name = database
         self._user = user or url_user
-        self._password = password if password is not None else url_password
+        self._password = password or url_password
         self._timeout = timeout
         self._couch: CouchDB | None = None
         self._db: Database | None = None
@@ -261,6 +261,19 @@ class Store:
         with self._call("info", "GET /"):
             return await self.couch.info()
 
+    async def is_admin(self) -> bool:
+        with self._call("session", "GET /_session"):
+            _, reply = await self.couch._server._get("/_session")
+        roles = (reply or {}).get("userCtx", {}).get("roles", []) if isinstance(reply, dict) else []
+        return "_admin" in roles
+
+    async def drop(self) -> None:
+        """Delete the database (admin only; tests and `after setup --reset`)."""
+        if not await self.is_admin():
+            raise StoreUnavailable("only a server admin may delete a database")
+        with self._call("setup", f"DELETE {self.name}"):
+            await self.db.delete()
+
     async def setup(self, *, create: bool = True) -> None:
         """Create (when allowed) the database; write its security and design documents.
 
@@ -272,8 +285,13 @@ class Store:
         with self._call("setup", f"database {self.name}"):
             exists = await self.db._exists()
             if not exists:
-                if not create:
-                    raise StoreUnavailable(f"database {self.name!r} does not exist: run `make setup`")
+                # Only a server admin may create a database: pouchdb-server's process
+                # dies when anyone else tries (CouchDB answers 401). Ask who we are first.
+                if not create or not await self.is_admin():
+                    raise StoreUnavailable(
+                        f"database {self.name!r} does not exist and {self._user or 'anonymous'} is no "
+                        "server admin: run `make setup COUCHDB_ADMIN_URL=...` (or `after setup`)"
+                    )
                 await self.couch.create(self.name, exists_ok=True)
         await self._ensure_security()
         await self._ensure_design()

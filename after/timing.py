@@ -121,8 +121,15 @@ def next_cron(expr: str, after: datetime, *, tz: str | None = None) -> datetime:
     local = after.astimezone(zi).replace(tzinfo=None)
     # Start a little earlier so the wall times of a repeated hour are seen again.
     it = croniter(expr, local - timedelta(hours=2))
+    # Wall-clock order is not real-time order around a fall-back (01:15 fold=1 comes after
+    # 01:45 fold=0): collect candidates over a few wall-clock hours past the first one
+    # found and return the earliest.
+    best: datetime | None = None
+    stop_at: datetime | None = None
     for _ in range(100_000):
         naive: datetime = it.get_next(datetime)
+        if stop_at is not None and naive > stop_at:
+            return best  # type: ignore[return-value]
         first = naive.replace(tzinfo=zi, fold=0).astimezone(UTC)
         second = naive.replace(tzinfo=zi, fold=1).astimezone(UTC)
         exists = first.astimezone(zi).replace(tzinfo=None) == naive
@@ -134,8 +141,16 @@ def next_cron(expr: str, after: datetime, *, tz: str | None = None) -> datetime:
         else:
             candidates = [first]
         for cand in candidates:
-            if cand > after:
-                return cand
+            if cand > after and (best is None or cand < best):
+                best = cand
+                if stop_at is None:
+                    stop_at = naive + timedelta(hours=3)
+                    # No offset change within the next wall-clock hours: nothing can
+                    # come earlier in real time, so stop looking (the common case).
+                    if stop_at.replace(tzinfo=zi).utcoffset() == naive.replace(tzinfo=zi).utcoffset():
+                        return best
+    if best is not None:
+        return best
     raise Unprocessable(f"cron: {expr!r} has no run after {fmt(after)}", field="cron")
 
 

@@ -1,0 +1,277 @@
+"""Test fixtures: a real CouchDB-compatible server, a database per test, real daemons.
+
+Nothing here mocks the store. The server is the embedded pouchdb-server, started once
+per session on a free port, or the CouchDB named by ``AFTER_TEST_COUCHDB_URL`` (with
+server-admin credentials in the URL). Each test gets its own database, prepared as
+``after setup`` would, and deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from after import model
+from after.config import Settings
+from after.embedded import ADMIN, EmbeddedCouch, free_port
+from after.store import Store, split_credentials
+
+ROOT = Path(__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent
+WORKER_USER = "after"
+WORKER_PASSWORD = "after-test-password"
+CLIENT_USER = "client"
+CLIENT_PASSWORD = "client-test-password"
+
+
+@dataclasses.dataclass
+class Couch:
+    url: str
+    admin: str | None
+    admin_password: str | None
+    embedded: EmbeddedCouch | None
+
+    def store(self, db: str, *, as_admin: bool = False, user: str = WORKER_USER, password: str = WORKER_PASSWORD) -> Store:
+        if as_admin:
+            return Store(self.url, db, user=self.admin, password=self.admin_password)
+        return Store(self.url, db, user=user, password=password)
+
+    def url_for(self, user: str = WORKER_USER, password: str = WORKER_PASSWORD) -> str:
+        scheme, rest = self.url.split("://", 1)
+        return f"{scheme}://{user}:{password}@{rest}"
+
+
+@pytest.fixture(scope="session")
+def couch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Couch]:
+    env_url = os.environ.get("AFTER_TEST_COUCHDB_URL")
+    if env_url:
+        base, user, password = split_credentials(env_url)
+        info = Couch(base, user, password, None)
+    else:
+        state = tmp_path_factory.mktemp("couchdb")
+        emb = EmbeddedCouch(state)
+        asyncio.run(emb.start())
+        info = Couch(emb.url, ADMIN, emb.admin_password, emb)
+
+    async def users() -> None:
+        async with info.store("_users", as_admin=True) as admin:
+            await admin.ensure_system_db("_replicator")
+            await admin.ensure_user(WORKER_USER, WORKER_PASSWORD, [model.WORKER_ROLE])
+            await admin.ensure_user(CLIENT_USER, CLIENT_PASSWORD, ["after_client"])
+
+    asyncio.run(users())
+    yield info
+    if info.embedded is not None:
+        info.embedded.stop()
+
+
+@pytest.fixture
+def dbname(couch: Couch) -> Iterator[str]:
+    """A fresh database, set up as `after setup` does; deleted after the test."""
+    name = f"t{uuid.uuid4().hex[:16]}"
+
+    async def create() -> None:
+        async with couch.store(name, as_admin=True) as admin:
+            await admin.setup(create=True)
+
+    async def drop() -> None:
+        async with couch.store(name, as_admin=True) as admin:
+            try:
+                await admin.drop()
+            except Exception:  # noqa: BLE001 - best effort
+                pass
+
+    asyncio.run(create())
+    yield name
+    asyncio.run(drop())
+
+
+@pytest.fixture
+def settings(couch: Couch, dbname: str, tmp_path: Path) -> Settings:
+    return Settings(
+        couchdb_url=couch.url,
+        couchdb_user=WORKER_USER,
+        couchdb_password=WORKER_PASSWORD,
+        couchdb_database=dbname,
+        state_dir=str(tmp_path / "state"),
+        server_port=free_port(),
+    )
+
+
+# -- HTTP helper ---------------------------------------------------------------------------------
+
+
+def http(base: str, method: str, path: str, body: Any = None, *, token: str | None = None, raw: bytes | None = None,
+         headers: dict[str, str] | None = None, timeout: float = 30) -> tuple[int, Any]:
+    """One request; returns (status, parsed JSON or text). Never raises for HTTP errors."""
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    req = urllib.request.Request(base + path, data=data, method=method)
+    if data is not None and raw is None:
+        req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    for k, v in (headers or {}).items():
+        req.add_header(k, v)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            status, payload, ctype = resp.status, resp.read(), resp.headers.get("Content-Type", "")
+    except urllib.error.HTTPError as exc:
+        status, payload, ctype = exc.code, exc.read(), exc.headers.get("Content-Type", "")
+    if "json" in ctype:
+        return status, json.loads(payload) if payload else None
+    return status, payload.decode(errors="replace")
+
+
+def tid(task_id: str) -> str:
+    return quote(task_id, safe="")
+
+
+@dataclasses.dataclass
+class Daemon:
+    """A real ``after serve`` process on a free port."""
+
+    base: str
+    state: Path
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes]
+    logfile: Path
+
+    @property
+    def token(self) -> str:
+        return (self.state / "token").read_text().strip()
+
+    def api(self, method: str, path: str, body: Any = None, **kw: Any) -> tuple[int, Any]:
+        kw.setdefault("token", self.token)
+        return http(self.base, method, path, body, **kw)
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        res = subprocess.run([sys.executable, "-m", "after", *args], env=self.env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+        if check and res.returncode != 0:
+            raise AssertionError(f"after {' '.join(args)} failed ({res.returncode}): {res.stderr}")
+        return res
+
+    def start_worker(self, name: str, *, concurrency: int = 4, jobs: list[str] | None = None) -> dict[str, Any]:
+        status, body = self.api("POST", f"/workers/{name}", {"concurrency": concurrency, "jobs": jobs or ["testjobs"]})
+        assert status == 201, body
+        return body
+
+    def create(self, body: Any) -> dict[str, Any]:
+        status, reply = self.api("POST", "/tasks", body)
+        assert status == 201, reply
+        return reply
+
+    def task(self, task_id: str) -> dict[str, Any]:
+        status, doc = self.api("GET", f"/tasks/{tid(task_id)}")
+        assert status == 200, doc
+        return doc
+
+    def wait_status(self, task_id: str, statuses: set[str] | str, timeout: float = 20) -> dict[str, Any]:
+        wanted = {statuses} if isinstance(statuses, str) else statuses
+        deadline = time.monotonic() + timeout
+        doc: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            doc = self.task(task_id)
+            if doc.get("status") in wanted:
+                return doc
+            time.sleep(0.1)
+        raise AssertionError(f"task {task_id} is {doc.get('status')}, not {wanted} after {timeout}s:\n{json.dumps(doc, indent=1)[:3000]}")
+
+    def log(self) -> str:
+        return self.logfile.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def daemon_env(couch: Couch, dbname: str, state: Path, port: int, **extra: str) -> dict[str, str]:
+    config = state.parent / f"{state.name}.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text("")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AFTER_")}
+    env.update(
+        {
+            "AFTER_CONFIG": str(config),
+            "AFTER_COUCHDB_URL": couch.url_for(),
+            "AFTER_DATABASE": dbname,
+            "AFTER_STATE_DIR": str(state),
+            "AFTER_PORT": str(port),
+            "PYTHONPATH": str(TESTS / "jobs") + os.pathsep + env.get("PYTHONPATH", ""),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+def spawn_daemon(env: dict[str, str], state: Path, *, wait: float = 30) -> Daemon:
+    state.mkdir(parents=True, exist_ok=True)
+    logfile = state / "daemon-stdout.log"
+    with open(logfile, "ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "after", "serve"], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    base = f"http://127.0.0.1:{env['AFTER_PORT']}"
+    d = Daemon(base, state, env, proc, logfile)
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"daemon exited with {proc.returncode}:\n{d.log()[-3000:]}")
+        try:
+            status, _ = http(base, "GET", "/", timeout=1)
+            if status == 200 and (state / "token").exists():
+                return d
+        except OSError:
+            pass
+        time.sleep(0.1)
+    d.stop(signal.SIGKILL)
+    raise AssertionError(f"daemon did not answer within {wait}s:\n{d.log()[-3000:]}")
+
+
+@pytest.fixture
+def start_daemon(couch: Couch, dbname: str, tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
+    """Factory: start one or more real daemons on this test's database."""
+    started: list[Daemon] = []
+
+    def start(name: str = "d0", *, port: int | None = None, state: Path | None = None, **extra: str) -> Daemon:
+        st = state or tmp_path / name
+        env = daemon_env(couch, dbname, st, port or free_port(), **extra)
+        d = spawn_daemon(env, st)
+        started.append(d)
+        return d
+
+    yield start
+    for d in started:
+        d.stop(signal.SIGTERM, timeout=60)
+
+
+@pytest.fixture
+def daemon(start_daemon: Callable[..., Daemon]) -> Daemon:
+    return start_daemon()
+
+
+def iso_in(seconds: float) -> str:
+    from datetime import UTC, datetime, timedelta
+
+    from after import timing
+
+    return timing.fmt(datetime.now(UTC) + timedelta(seconds=seconds))
