@@ -1,0 +1,183 @@
+"""Leases, crash recovery and several daemons on one database — real processes, kill -9 included."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import signal
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from after import model, timing
+from after.config import Settings
+from after.runner import Runner
+from after.scheduler import NoDispatcher, Scheduler
+from after.store import Store
+from conftest import Couch, Daemon, iso_in
+
+
+def executions(path: Path) -> collections.Counter[str]:
+    if not path.exists():
+        return collections.Counter()
+    return collections.Counter(line.split()[0] for line in path.read_text().splitlines() if line)
+
+
+def wait_until(pred: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def counts(couch: Couch, dbname: str) -> dict[str, int]:
+    async def go() -> dict[str, int]:
+        async with couch.store(dbname) as store:
+            return await store.count_by_status()
+
+    return asyncio.run(go())
+
+
+async def test_late_done_from_a_worker_whose_lease_was_taken_is_rejected(settings: Settings) -> None:
+    now = datetime.now(UTC)
+    async with Store(settings.couchdb_url, settings.couchdb_database, user=settings.couchdb_user, password=settings.couchdb_password) as store:
+        doc = await store.put(model.new_task({"worker": "w", "date": timing.fmt(now), "job": "noop"}, now=now))
+        (claimed,), _ = await store.claim([doc], daemon="daemon:a", now=now, lease_seconds=1, history_limit=50)
+        # The worker of daemon a starts it...
+        runner = Runner(store, name="w", registry={}, settings=settings)
+        started = dict(claimed)
+        started["attempts"] = 1
+        model.set_status(started, model.SCHEDULED, "worker:w", now, limit=50)
+        started = await store.put(started)
+        # ...its lease expires and daemon b takes the task back (no retry policy: err "lost").
+        later = now + timedelta(seconds=5)
+        sched_b = Scheduler(store, settings, NoDispatcher(), daemon_id="daemon:b")
+        recovered = await store.put(sched_b.recovered(started, later, reason="lost"))
+        assert recovered["status"] == "err" and recovered["error"]["reason"] == "lost"
+        # The old worker finally reports done: rejected (its revision is stale, its lease gone).
+        final = dict(started)
+        final.pop("lease")
+        model.set_status(final, model.DONE, "worker:w", later, limit=50)
+        final["result"] = "too late"
+        await runner._write_final(started, final)
+        await runner.writer.stop()
+        stored = await store.get(doc["_id"])
+        assert stored["status"] == "err" and stored["result"] is None
+        assert stored["_rev"] == recovered["_rev"]
+
+
+def test_claimed_task_of_a_dead_daemon_goes_back_to_waiting_without_an_attempt(daemon: Daemon, couch: Couch, dbname: str, tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    past = timing.fmt(datetime.now(UTC) - timedelta(seconds=5))
+    orphan = model.new_task({"worker": "w", "date": past, "job": {"name": "count", "arguments": [str(out)]}}, now=datetime.now(UTC))
+    orphan["status"] = "schedule"
+    orphan["lease"] = {"id": "dead", "daemon": "daemon:gone:1", "until": past}
+
+    async def put() -> None:
+        async with couch.store(dbname) as store:
+            await store.put(orphan)
+
+    asyncio.run(put())
+    daemon.start_worker("w")
+    doc = daemon.wait_status(orphan["_id"], "done", timeout=10)
+    assert doc["attempts"] == 1
+    assert any(h["status"] == "waiting" and "released" in h.get("reason", "") for h in doc["history"])
+    assert executions(out)[orphan["_id"]] == 1
+
+
+@pytest.mark.parametrize(("retry", "expected"), [(None, "err"), ({"max": 1, "delay": 0}, "done")])
+def test_kill_9_of_daemon_and_worker_mid_job(start_daemon: Callable[..., Daemon], tmp_path: Path, retry: Any, expected: str) -> None:
+    """A job running when its daemon and worker are killed -9: without a retry policy it ends
+    err "lost" and never runs twice; with one it runs again once the lease expires."""
+    env = {"AFTER_SCHEDULER_LEASE_SECONDS": "1"}
+    d1 = start_daemon("d1", **env)
+    worker = d1.start_worker("w")
+    out = tmp_path / "runs"
+    body: dict[str, Any] = {"worker": "w", "date": time.time(), "timeout": 3, "job": {"name": "count", "arguments": [str(out)], "kwargs": {"sleep": 2}}}
+    if retry:
+        body["retry"] = retry
+    task_id = d1.create(body)["id"]
+    d1.wait_status(task_id, "scheduled", timeout=10)
+    os.kill(worker["pid"], signal.SIGKILL)
+    d1.stop(signal.SIGKILL)
+    # Same state directory, same port: the new daemon brings worker w back.
+    d2 = start_daemon("d1", port=int(d1.env["AFTER_PORT"]), **env)
+    doc = d2.wait_status(task_id, {"done", "err"}, timeout=30)
+    assert doc["status"] == expected, doc
+    if expected == "err":
+        assert doc["error"]["reason"] in ("lost", "worker died")
+        assert executions(out)[task_id] == 1
+    else:
+        assert executions(out)[task_id] == 2
+
+
+def test_three_daemons_2000_tasks_each_executed_exactly_once(start_daemon: Callable[..., Daemon], couch: Couch, dbname: str, tmp_path: Path) -> None:
+    daemons = [start_daemon(f"d{i}") for i in range(3)]
+    for d in daemons:
+        d.start_worker("w", concurrency=16)
+    out = tmp_path / "runs"
+    base = time.time() + 3
+    n = 2000
+    bodies = [{"worker": "w", "date": base + (i % 200) / 100, "job": {"name": "count", "arguments": [str(out)]}} for i in range(n)]
+    ids: list[str] = []
+    for i in range(0, n, 500):
+        ids += daemons[i // 500 % 3].create(bodies[i : i + 500])["ids"]
+    wait_until(lambda: counts(couch, dbname).get("done", 0) == n, 120, f"{n} tasks done")
+    ran = executions(out)
+    assert set(ran) == set(ids)
+    assert max(ran.values()) == 1, [k for k, v in ran.items() if v > 1][:5]
+    # All three daemons took part (claims are fair races on revisions).
+    pids = collections.Counter(line.split()[2] for line in out.read_text().splitlines())
+    assert len(pids) == 3
+
+
+def test_kill_9_daemon_while_1000_tasks_fire_then_restart(start_daemon: Callable[..., Daemon], couch: Couch, dbname: str, tmp_path: Path) -> None:
+    """Nothing lost, nothing doubled. The rule (no retry policy): every task ends terminal;
+    each ran at most once; one that did not run ended err with reason "lost" or "worker died"."""
+    d1 = start_daemon("d1")
+    d1.start_worker("w", concurrency=8)
+    out = tmp_path / "runs"
+    base = time.time() + 2
+    bodies = [{"worker": "w", "date": base + i / 500, "job": {"name": "count", "arguments": [str(out)], "kwargs": {"sleep": 0.01}}} for i in range(1000)]
+    ids = d1.create(bodies[:500])["ids"] + d1.create(bodies[500:])["ids"]
+    wait_until(lambda: len(executions(out)) >= 250, 60, "a quarter of the tasks to run")
+    d1.stop(signal.SIGKILL)
+    d2 = start_daemon("d1", port=int(d1.env["AFTER_PORT"]), AFTER_SCHEDULER_LEASE_SECONDS="5")
+    terminal = {"done", "err", "canceled"}
+    wait_until(lambda: sum(v for k, v in counts(couch, dbname).items() if k in terminal) == 1000, 120, "all tasks terminal")
+    ran = executions(out)
+    assert max(ran.values()) == 1
+    missing = set(ids) - set(ran)
+    for task_id in missing:
+        doc = d2.task(task_id)
+        assert doc["status"] == "err" and doc["error"]["reason"] in ("lost", "worker died"), doc
+    assert len(missing) <= 8  # at most the jobs that were running at the kill
+
+
+def test_two_daemons_refuse_one_state_directory(start_daemon: Callable[..., Daemon], tmp_path: Path) -> None:
+    d1 = start_daemon("d1")
+    import subprocess
+    import sys
+
+    env = dict(d1.env)
+    env["AFTER_PORT"] = str(int(env["AFTER_PORT"]) + 1)
+    res = subprocess.run([sys.executable, "-m", "after", "serve"], env=env, capture_output=True, text=True, timeout=30)
+    assert res.returncode == 1
+    assert "another After daemon" in res.stderr
+
+
+def test_task_created_far_ahead_enters_the_window_and_fires(start_daemon: Callable[..., Daemon], tmp_path: Path) -> None:
+    """With a small window, a task due beyond it is loaded by the window refresh, not lost."""
+    d = start_daemon("d1", AFTER_SCHEDULER_WINDOW_SECONDS="3")
+    d.start_worker("w")
+    reply = d.create({"worker": "w", "date": iso_in(5), "job": "noop"})
+    doc = d.wait_status(reply["id"], "done", timeout=15)
+    fired = next(h["at"] for h in doc["history"] if h["status"] == "schedule")
+    assert timing.parse_date(fired) - timing.parse_date(doc["date"]) < timedelta(seconds=1)
