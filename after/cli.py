@@ -156,7 +156,9 @@ def ensure_daemon(settings: Settings) -> None:
     if settings.config_file:
         env["AFTER_CONFIG"] = settings.config_file
     with open(logfile, "ab") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "after", "serve"], stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "after", "serve"], stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+        )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -44,9 +44,19 @@ def task() -> None:
 @click.option("--json", "as_json", is_flag=True, help="JSON output.")
 @click.pass_context
 def add(
-    ctx: click.Context, worker: str, job: str, arguments: tuple[str, ...], date: str | None, cron: str | None,
-    timezone: str | None, priority: int | None, timeout: float | None, retry: int | None,
-    kwargs_json: str | None, json_args: bool, as_json: bool,
+    ctx: click.Context,
+    worker: str,
+    job: str,
+    arguments: tuple[str, ...],
+    date: str | None,
+    cron: str | None,
+    timezone: str | None,
+    priority: int | None,
+    timeout: float | None,
+    retry: int | None,
+    kwargs_json: str | None,
+    json_args: bool,
+    as_json: bool,
 ) -> None:
     """Schedule JOB on WORKER with ARGUMENTS."""
     try:
@@ -81,10 +91,21 @@ def add(
 @click.option("--cursor", default=None, help="Continue after a previous page.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def ls(ctx: click.Context, status: str | None, worker: str | None, job: str | None, due_from: str | None, due_to: str | None,
-       limit: int, cursor: str | None, as_json: bool) -> None:
+def ls(
+    ctx: click.Context,
+    status: str | None,
+    worker: str | None,
+    job: str | None,
+    due_from: str | None,
+    due_to: str | None,
+    limit: int,
+    cursor: str | None,
+    as_json: bool,
+) -> None:
     """List tasks by due date."""
-    params = {k: v for k, v in {"status": status, "worker": worker, "job": job, "from": due_from, "to": due_to, "limit": str(limit), "cursor": cursor}.items() if v}
+    params = {
+        k: v for k, v in {"status": status, "worker": worker, "job": job, "from": due_from, "to": due_to, "limit": str(limit), "cursor": cursor}.items() if v
+    }
     reply = _api(ctx).request("GET", "/tasks", params=params)
     if as_json:
         out_json(reply)
@@ -134,4 +155,4 @@ def rm(ctx: click.Context, task_id: str) -> None:
     click.echo(f"{task_id} deleted")
 
 
-__all__ = ["task", "fail"]
+__all__ = ["fail", "task"]

@@ -258,4 +258,4 @@ def validate(s: Settings) -> None:
         raise ConfigError("couchdb.database must start with a lowercase letter")
     for name, job in s.jobs.items():
         if not isinstance(job.get("command"), str | list):
-            raise ConfigError(f"[jobs.{name}] needs command = \"...\" (a string or a list)")
+            raise ConfigError(f'[jobs.{name}] needs command = "..." (a string or a list)')

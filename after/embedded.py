@@ -113,8 +113,7 @@ class EmbeddedCouch:
     def _spawn(self) -> None:
         if not self.binary.exists():
             raise ConfigError(
-                f"embedded CouchDB not installed ({self.binary} missing): run `make setup`, "
-                "or set couchdb.url / AFTER_COUCHDB_URL to a CouchDB server"
+                f"embedded CouchDB not installed ({self.binary} missing): run `make setup`, or set couchdb.url / AFTER_COUCHDB_URL to a CouchDB server"
             )
         self.data.mkdir(parents=True, exist_ok=True)
         self.logfile.parent.mkdir(parents=True, exist_ok=True)

@@ -50,8 +50,20 @@ TRANSITIONS: dict[str | None, frozenset[str]] = {
 }
 
 TASK_FIELDS = {
-    "_id", "id", "worker", "date", "job", "cron", "timezone", "priority", "timeout",
-    "expires", "retry", "misfire", "retention", "overlap",
+    "_id",
+    "id",
+    "worker",
+    "date",
+    "job",
+    "cron",
+    "timezone",
+    "priority",
+    "timeout",
+    "expires",
+    "retry",
+    "misfire",
+    "retention",
+    "overlap",
 }
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 
@@ -86,7 +98,7 @@ def _require(body: Mapping[str, Any], key: str, kind: type | tuple[type, ...], w
     if key not in body:
         raise InvalidInput(f"{key}: required ({what})", field=key)
     value = body[key]
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         raise InvalidInput(f"{key}: expected {what}, got {value!r}", field=key)
     return value
 
@@ -174,7 +186,7 @@ def new_task(body: Any, *, now: datetime, by: str = "api", history_limit: int = 
     if not _NAME.match(worker):
         raise InvalidInput(f"worker: invalid name {worker!r} (letters, digits, _ . @ -)", field="worker")
     if "job" not in body:
-        raise InvalidInput("job: required ({\"name\": ..., \"arguments\": [...]})", field="job")
+        raise InvalidInput('job: required ({"name": ..., "arguments": [...]})', field="job")
     job = normalize_job(body["job"])
     cron = body.get("cron")
     tz = body.get("timezone")

@@ -228,7 +228,7 @@ class Runner:
                 await self._finish_simple(claimed, model.CANCELED, None)
             elif self._interrupting:
                 await self._finish_simple(claimed, model.WAITING, None)
-        except Exception:  # noqa: BLE001 - a runner bug must not take the worker down
+        except Exception:
             log.exception("task %s: unexpected failure in the runner", task_id)
         finally:
             self.running.pop(task_id, None)
@@ -291,7 +291,7 @@ class Runner:
             outcome, error = "fail", error_info("unknown_job", exc)
         except JobFailed as exc:
             outcome, error, result = "fail", error_info("failed", exc), exc.result
-        except Exception as exc:  # noqa: BLE001 - any job error is the task's, not the worker's
+        except Exception as exc:
             outcome, error = "fail", error_info("exception", exc)
         finally:
             flusher.cancel()
@@ -390,7 +390,9 @@ class Runner:
                 if fresh_lease != lease_id or fresh.get("status") not in (model.SCHEDULE, model.SCHEDULED, model.CANCEL):
                     log.warning(
                         "task %s: lease taken over (now %s); our outcome %s is rejected",
-                        doc["_id"], fresh.get("status"), final.get("status"),
+                        doc["_id"],
+                        fresh.get("status"),
+                        final.get("status"),
                     )
                     return
                 merged = dict(fresh)

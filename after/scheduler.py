@@ -402,7 +402,7 @@ class Scheduler:
                 await self.tick(utcnow())
             except StoreUnavailable as exc:
                 log.warning("tick: %s", exc.message)
-            except Exception:  # noqa: BLE001 - a bug in one tick must not stop scheduling
+            except Exception:
                 log.exception("tick failed")
                 await asyncio.sleep(1)
 

@@ -10,6 +10,7 @@ never overwrites a newer state blindly.
 from __future__ import annotations
 
 import base64
+import builtins
 import json
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -186,6 +187,6 @@ class Tasks:
             start, skip = last_key, 1
         return out, (encode_cursor(last_key) if last_key is not None else None)
 
-    async def history(self, raw_id: str) -> list[Mapping[str, Any]]:
+    async def history(self, raw_id: str) -> builtins.list[Mapping[str, Any]]:
         doc = await self.get(raw_id)
         return list(doc.get("history") or [])

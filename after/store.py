@@ -163,7 +163,7 @@ def translate(what: str) -> Any:
         if exc.status == 403:
             raise Forbidden(f"{what}: {exc.message}") from exc
         raise StoreUnavailable(f"{what}: CouchDB answered {exc.status} {exc.message}") from exc
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
+    except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
         raise StoreUnavailable(f"{what}: CouchDB unreachable ({type(exc).__name__}: {exc})") from exc
 
 
@@ -259,7 +259,7 @@ class Store:
 
     async def server_info(self) -> dict[str, Any]:
         with self._call("info", "GET /"):
-            return await self.couch.info()
+            return dict(await self.couch.info())
 
     async def is_admin(self) -> bool:
         with self._call("session", "GET /_session"):

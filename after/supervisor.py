@@ -16,6 +16,7 @@ the same workers back.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import dataclasses
 import json
@@ -140,7 +141,7 @@ class Supervisor:
         wp = self.workers.get(name)
         return wp is not None and task_id in wp.inflight
 
-    def list(self) -> list[dict[str, Any]]:
+    def list(self) -> builtins.list[dict[str, Any]]:
         return [wp.info() for wp in sorted(self.workers.values(), key=lambda w: w.name)]
 
     def get(self, name: str) -> WorkerProc:
@@ -149,7 +150,7 @@ class Supervisor:
             raise NotFound(f"no worker named {name!r} on this daemon")
         return wp
 
-    async def start(self, name: str, *, concurrency: int = 4, jobs: list[str] | None = None, wait: float = 15.0) -> WorkerProc:
+    async def start(self, name: str, *, concurrency: int = 4, jobs: builtins.list[str] | None = None, wait: float = 15.0) -> WorkerProc:
         """Start worker ``name``; wait until it said hello (or failed to start)."""
         from after.model import _NAME
 
@@ -216,7 +217,7 @@ class Supervisor:
                 continue
             try:
                 await self.start(name, concurrency=int(spec.get("concurrency", 4)), jobs=list(spec.get("jobs") or []), wait=0)
-            except Exception as exc:  # noqa: BLE001 - one bad saved worker must not stop the daemon
+            except Exception as exc:
                 log.error("cannot restore worker %s: %s", name, exc)
 
     def clean_log(self, name: str) -> None:
@@ -246,11 +247,7 @@ class Supervisor:
         os.replace(tmp, self.saved)
 
     def _save(self) -> None:
-        data = {
-            n: {"concurrency": w.concurrency, "jobs": w.jobs}
-            for n, w in self.workers.items()
-            if not w.stopping and w.state != "stopped"
-        }
+        data = {n: {"concurrency": w.concurrency, "jobs": w.jobs} for n, w in self.workers.items() if not w.stopping and w.state != "stopped"}
         self._write_saved(data)
 
     # -- the keeper --------------------------------------------------------------------------
@@ -361,8 +358,7 @@ class Supervisor:
                 wp.last_error = f"worker process {reason}"
             crashloop = len(wp.exits) >= CRASHLOOP_EXITS and now - wp.exits[0] < CRASHLOOP_WINDOW
             wp.state = "crashloop" if crashloop else "backoff"
-            log.error("worker %s %s with %d running task(s); restarting in %.1fs%s",
-                      wp.name, reason, len(lost), delay, " (crash loop)" if crashloop else "")
+            log.error("worker %s %s with %d running task(s); restarting in %.1fs%s", wp.name, reason, len(lost), delay, " (crash loop)" if crashloop else "")
             if wp.logfile is not None:
                 wp.logfile.write(f"--- after: worker process {reason}; restarting in {delay:.1f}s\n".encode())
             wp.ready.set()
@@ -383,5 +379,5 @@ class Supervisor:
             wp.logfile = None
         self.on_change(wp.name)
 
-    def crashlooping(self) -> list[str]:
+    def crashlooping(self) -> builtins.list[str]:
         return [w.name for w in self.workers.values() if w.state == "crashloop"]

@@ -70,7 +70,7 @@ def fmt(dt: datetime) -> str:
 
 
 def ts(dt: datetime) -> float:
-    return dt.timestamp()
+    return float(dt.timestamp())
 
 
 def from_ts(seconds: float) -> datetime:
@@ -175,8 +175,8 @@ def retry_delay(retry: Mapping[str, Any], attempt: int, *, rand: Callable[[], fl
     if retry.get("backoff", "fixed") != "exponential":
         return delay
     cap = float(retry.get("max_delay", DEFAULT_MAX_DELAY))
-    raw = min(cap, delay * (2 ** max(0, attempt - 1)))
-    return raw / 2 + rand() * raw / 2
+    raw = min(cap, delay * float(2 ** max(0, attempt - 1)))
+    return raw / 2 + float(rand()) * raw / 2
 
 
 def can_retry(task: Mapping[str, Any]) -> bool:

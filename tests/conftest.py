@@ -93,7 +93,7 @@ def dbname(couch: Couch) -> Iterator[str]:
         async with couch.store(name, as_admin=True) as admin:
             try:
                 await admin.drop()
-            except Exception:  # noqa: BLE001 - best effort
+            except Exception:
                 pass
 
     asyncio.run(create())
@@ -116,8 +116,17 @@ def settings(couch: Couch, dbname: str, tmp_path: Path) -> Settings:
 # -- HTTP helper ---------------------------------------------------------------------------------
 
 
-def http(base: str, method: str, path: str, body: Any = None, *, token: str | None = None, raw: bytes | None = None,
-         headers: dict[str, str] | None = None, timeout: float = 30) -> tuple[int, Any]:
+def http(
+    base: str,
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    token: str | None = None,
+    raw: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 30,
+) -> tuple[int, Any]:
     """One request; returns (status, parsed JSON or text). Never raises for HTTP errors."""
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
     req = urllib.request.Request(base + path, data=data, method=method)

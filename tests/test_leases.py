@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import Couch, Daemon, iso_in
 
 from after import model, timing
 from after.config import Settings
 from after.runner import Runner
 from after.scheduler import NoDispatcher, Scheduler
 from after.store import Store
-from conftest import Couch, Daemon, iso_in
 
 
 def executions(path: Path) -> collections.Counter[str]:

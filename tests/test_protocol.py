@@ -4,15 +4,16 @@ cron, retries, timeouts, expiry, cancel. Executions are counted by the jobs them
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import CLIENT_PASSWORD, CLIENT_USER, Couch, Daemon, iso_in, tid
 
 from after import model, timing
 from after.errors import Forbidden
-from conftest import CLIENT_PASSWORD, CLIENT_USER, Couch, Daemon, iso_in, tid
 
 
 def lines(path: Path) -> list[str]:
@@ -32,8 +33,14 @@ def direct(couch: Couch, dbname: str, coro_fn: Any, *, user: str = CLIENT_USER, 
 def test_document_written_straight_into_couchdb_runs(daemon: Daemon, couch: Couch, dbname: str, tmp_path: Path) -> None:
     daemon.start_worker("w")
     out = tmp_path / "runs"
-    doc = {"_id": "task:direct-1", "type": "task", "worker": "w", "status": "waiting",
-           "date": time.time() + 1, "job": {"name": "count", "arguments": [str(out)]}}
+    doc = {
+        "_id": "task:direct-1",
+        "type": "task",
+        "worker": "w",
+        "status": "waiting",
+        "date": time.time() + 1,
+        "job": {"name": "count", "arguments": [str(out)]},
+    }
     direct(couch, dbname, lambda s: s.put(doc))
     done = daemon.wait_status("task:direct-1", "done", timeout=10)
     assert lines(out)[0].startswith("task:direct-1 ")
@@ -133,8 +140,14 @@ def test_cancel_kills_a_running_shell_command_and_its_children(daemon: Daemon, t
 def test_retries_then_err_with_attempts_counted(daemon: Daemon, tmp_path: Path) -> None:
     daemon.start_worker("w")
     out = tmp_path / "runs"
-    reply = daemon.create({"worker": "w", "date": time.time(), "retry": {"max": 2, "backoff": "fixed", "delay": 0.5},
-                           "job": {"name": "fail", "arguments": [str(out)], "kwargs": {"message": "nope"}}})
+    reply = daemon.create(
+        {
+            "worker": "w",
+            "date": time.time(),
+            "retry": {"max": 2, "backoff": "fixed", "delay": 0.5},
+            "job": {"name": "fail", "arguments": [str(out)], "kwargs": {"message": "nope"}},
+        }
+    )
     doc = daemon.wait_status(reply["id"], "err", timeout=20)
     assert len(lines(out)) == 3
     assert doc["attempts"] == 3
@@ -155,8 +168,7 @@ def test_timeout_kills_the_job(daemon: Daemon, tmp_path: Path) -> None:
 def test_expired_task_is_not_run(daemon: Daemon, tmp_path: Path) -> None:
     daemon.start_worker("w")
     out = tmp_path / "runs"
-    reply = daemon.create({"worker": "w", "date": "2020-01-01", "expires": "2020-01-02",
-                           "job": {"name": "count", "arguments": [str(out)]}})
+    reply = daemon.create({"worker": "w", "date": "2020-01-01", "expires": "2020-01-02", "job": {"name": "count", "arguments": [str(out)]}})
     doc = daemon.wait_status(reply["id"], "err", timeout=5)
     assert doc["error"]["reason"] == "expired"
     assert not out.exists()
@@ -165,8 +177,7 @@ def test_expired_task_is_not_run(daemon: Daemon, tmp_path: Path) -> None:
 def test_misfire_skip_of_an_old_one_shot_task(daemon: Daemon, tmp_path: Path) -> None:
     daemon.start_worker("w")
     out = tmp_path / "runs"
-    reply = daemon.create({"worker": "w", "date": iso_in(-120), "misfire": {"policy": "skip", "grace": 60},
-                           "job": {"name": "count", "arguments": [str(out)]}})
+    reply = daemon.create({"worker": "w", "date": iso_in(-120), "misfire": {"policy": "skip", "grace": 60}, "job": {"name": "count", "arguments": [str(out)]}})
     doc = daemon.wait_status(reply["id"], "err", timeout=5)
     assert doc["error"]["reason"] == "missed"
     assert not out.exists()
@@ -175,8 +186,7 @@ def test_misfire_skip_of_an_old_one_shot_task(daemon: Daemon, tmp_path: Path) ->
 def test_cron_task_runs_and_schedules_its_next_occurrence(daemon: Daemon, tmp_path: Path) -> None:
     daemon.start_worker("w")
     out = tmp_path / "runs"
-    reply = daemon.create({"worker": "w", "cron": "* * * * * */2", "timezone": "Europe/Lisbon",
-                           "job": {"name": "count", "arguments": [str(out)]}})
+    reply = daemon.create({"worker": "w", "cron": "* * * * * */2", "timezone": "Europe/Lisbon", "job": {"name": "count", "arguments": [str(out)]}})
     deadline = time.monotonic() + 15
     while len(lines(out)) < 2 and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -186,7 +196,7 @@ def test_cron_task_runs_and_schedules_its_next_occurrence(daemon: Daemon, tmp_pa
     assert len(doc["next_runs"]) == 5
     assert doc["runs"] and doc["runs"][0]["status"] == "done"
     stamps = [float(ln.split()[1]) for ln in lines(out)]
-    assert all(b - a >= 1.5 for a, b in zip(stamps, stamps[1:], strict=False))
+    assert all(b - a >= 1.5 for a, b in itertools.pairwise(stamps))
 
 
 def test_reschedule_reruns_a_finished_task(daemon: Daemon, tmp_path: Path) -> None:

@@ -35,7 +35,7 @@ def test_cli_list_log_clean_stop(daemon: Daemon) -> None:
     daemon.cli("clean", "mailer")
     assert daemon.cli("log", "mailer").stdout.strip() == ""
     daemon.cli("stop", "mailer")
-    status, workers = daemon.api("GET", "/workers")
+    _, workers = daemon.api("GET", "/workers")
     assert workers["workers"][0]["state"] == "stopped"
     res = daemon.cli("stop", "nosuch", check=False)
     assert res.returncode == 1 and "nosuch" in res.stderr

@@ -18,11 +18,11 @@ def utc(*args: int) -> datetime:
 
 
 def task(tid: str, date: datetime, *, status: str = "waiting", priority: int = 0, **extra: Any) -> dict[str, Any]:
-    return {"_id": tid, "type": "task", "worker": "w", "job": {"name": "noop"}, "status": status,
-            "date": timing.fmt(date), "priority": priority, **extra}
+    return {"_id": tid, "type": "task", "worker": "w", "job": {"name": "noop"}, "status": status, "date": timing.fmt(date), "priority": priority, **extra}
 
 
 # -- dates ---------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     ("value", "expected"),
@@ -54,6 +54,7 @@ def test_stored_dates_sort_as_times() -> None:
 
 # -- what is due, in which order ----------------------------------------------------------------------
 
+
 def test_only_due_tasks_fire() -> None:
     tasks = [task("a", NOW - timedelta(seconds=1)), task("b", NOW), task("c", NOW + timedelta(milliseconds=1))]
     fired = [a.task["_id"] for a in timing.plan(NOW, tasks) if a.kind == "fire"]
@@ -73,9 +74,11 @@ def test_overdue_first_oldest_due_then_priority() -> None:
 
 def test_same_second_higher_priority_first() -> None:
     base = NOW - timedelta(seconds=1)
-    tasks = [task("low", base + timedelta(milliseconds=100), priority=1),
-             task("high", base + timedelta(milliseconds=900), priority=9),
-             task("mid", base, priority=5)]
+    tasks = [
+        task("low", base + timedelta(milliseconds=100), priority=1),
+        task("high", base + timedelta(milliseconds=900), priority=9),
+        task("mid", base, priority=5),
+    ]
     assert [a.task["_id"] for a in timing.plan(NOW, tasks)] == ["high", "mid", "low"]
 
 
@@ -94,6 +97,7 @@ def test_expired_task_is_not_fired() -> None:
 
 
 # -- misfire policies ---------------------------------------------------------------------------------
+
 
 def test_misfire_run_runs_however_late() -> None:
     t = task("x", NOW - timedelta(days=3), misfire={"policy": "run", "grace": None})
@@ -136,6 +140,7 @@ def test_cron_stops_repeating_at_expires() -> None:
 
 
 # -- retries ------------------------------------------------------------------------------------------
+
 
 def test_fixed_backoff() -> None:
     assert timing.retry_delay({"backoff": "fixed", "delay": 7}, 3, rand=lambda: 0.9) == 7
@@ -189,8 +194,14 @@ def test_fixed_time_in_the_repeated_hour_runs_once_at_the_first() -> None:
 def test_interval_schedule_follows_real_time_through_the_repeated_hour() -> None:
     got = runs("*/30 * * * *", utc(2026, 10, 24, 23, 59), 6)
     # 00:00 00:30 UTC (01:00, 01:30 WEST), then 01:00 01:30 UTC (01:00, 01:30 WET again), ...
-    assert got == [utc(2026, 10, 25, 0, 0), utc(2026, 10, 25, 0, 30), utc(2026, 10, 25, 1, 0),
-                   utc(2026, 10, 25, 1, 30), utc(2026, 10, 25, 2, 0), utc(2026, 10, 25, 2, 30)]
+    assert got == [
+        utc(2026, 10, 25, 0, 0),
+        utc(2026, 10, 25, 0, 30),
+        utc(2026, 10, 25, 1, 0),
+        utc(2026, 10, 25, 1, 30),
+        utc(2026, 10, 25, 2, 0),
+        utc(2026, 10, 25, 2, 30),
+    ]
 
 
 def test_interval_schedule_skips_the_missing_hour() -> None:
@@ -207,6 +218,7 @@ def test_bad_cron_and_zone_are_unprocessable() -> None:
 
 
 # -- the task document ---------------------------------------------------------------------------------
+
 
 def test_new_task_defaults_and_history() -> None:
     doc = model.new_task({"worker": "w", "date": "2030-01-01", "job": "noop"}, now=NOW, by="api")

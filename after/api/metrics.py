@@ -23,7 +23,9 @@ def install(app: web.Application) -> None:
     tasks = Gauge("after_tasks", "Tasks stored, by status", ["status"], registry=reg)
     lag = Histogram("after_fire_lag_seconds", "Claim time minus due time", ["worker", "job"], buckets=_LAG_BUCKETS, registry=reg)
     tick = Histogram("after_tick_duration_seconds", "Duration of one scheduler tick", buckets=_LAG_BUCKETS, registry=reg)
-    actions = Counter("after_scheduler_actions_total", "Scheduler actions by kind (fired, lost, recovered, expired, missed, canceled, invalid)", ["kind"], registry=reg)
+    actions = Counter(
+        "after_scheduler_actions_total", "Scheduler actions by kind (fired, lost, recovered, expired, missed, canceled, invalid)", ["kind"], registry=reg
+    )
     finished = Counter("after_tasks_finished_total", "Tasks a worker of this daemon finished, by worker and status", ["worker", "status"], registry=reg)
     restarts = Gauge("after_worker_restarts", "Restarts of each worker process", ["worker"], registry=reg)
     running = Gauge("after_worker_running", "1 when the worker process runs", ["worker"], registry=reg)

@@ -117,8 +117,13 @@ async def info(request: web.Request) -> web.Response:
     )
 
 
-@route("GET", "/health", "Liveness plus store, tick and worker checks; 503 with reasons", tag="daemon",
-       responses={"200": json_resp(ref("Health")), "503": json_resp(ref("Health"), "Unhealthy")})
+@route(
+    "GET",
+    "/health",
+    "Liveness plus store, tick and worker checks; 503 with reasons",
+    tag="daemon",
+    responses={"200": json_resp(ref("Health")), "503": json_resp(ref("Health"), "Unhealthy")},
+)
 async def health(request: web.Request) -> web.Response:
     app = request.app
     reasons: list[str] = []
@@ -152,8 +157,13 @@ def _annotate(request: web.Request, doc: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-@route("POST", "/tasks", "Create one task (object) or many (array)", body=ref("TaskInputOrList"),
-       responses={"201": json_resp(ref("Created"), "Created"), "400": json_resp(ref("Error")), "422": json_resp(ref("Error"))})
+@route(
+    "POST",
+    "/tasks",
+    "Create one task (object) or many (array)",
+    body=ref("TaskInputOrList"),
+    responses={"201": json_resp(ref("Created"), "Created"), "400": json_resp(ref("Error")), "422": json_resp(ref("Error"))},
+)
 async def create_tasks(request: web.Request) -> web.Response:
     body = await read_json(request)
     many = isinstance(body, list)
@@ -169,17 +179,21 @@ async def create_tasks(request: web.Request) -> web.Response:
     return web.json_response({"id": doc["_id"], "rev": doc["_rev"], "task": _annotate(request, doc)}, status=201)
 
 
-@route("GET", "/tasks", "List tasks by due date; filters and cursor paging",
-       query=[
-           qparam("status", "only this status", {"type": "string", "enum": list(model.STATUSES)}),
-           qparam("worker", "only this worker"),
-           qparam("job", "only this job name"),
-           qparam("from", "due at or after (ISO 8601 or epoch seconds)"),
-           qparam("to", "due at or before"),
-           qparam("limit", "page size (1..1000, default 50)", {"type": "integer", "minimum": 1, "maximum": 1000}),
-           qparam("cursor", "the `next` of the previous page"),
-       ],
-       responses={"200": json_resp(ref("TaskList")), "400": json_resp(ref("Error"))})
+@route(
+    "GET",
+    "/tasks",
+    "List tasks by due date; filters and cursor paging",
+    query=[
+        qparam("status", "only this status", {"type": "string", "enum": list(model.STATUSES)}),
+        qparam("worker", "only this worker"),
+        qparam("job", "only this job name"),
+        qparam("from", "due at or after (ISO 8601 or epoch seconds)"),
+        qparam("to", "due at or before"),
+        qparam("limit", "page size (1..1000, default 50)", {"type": "integer", "minimum": 1, "maximum": 1000}),
+        qparam("cursor", "the `next` of the previous page"),
+    ],
+    responses={"200": json_resp(ref("TaskList")), "400": json_resp(ref("Error"))},
+)
 async def list_tasks(request: web.Request) -> web.Response:
     q = request.query
     docs, nxt = await request.app[TASKS].list(
@@ -206,16 +220,25 @@ async def task_history(request: web.Request) -> web.Response:
     return web.json_response({"id": request.match_info["id"], "history": hist})
 
 
-@route("POST", "/tasks/{id}/cancel", "Ask to cancel (status cancel; acknowledged canceled)",
-       responses={"200": json_resp(ref("Task")), "404": json_resp(ref("Error")), "409": json_resp(ref("Error"))})
+@route(
+    "POST",
+    "/tasks/{id}/cancel",
+    "Ask to cancel (status cancel; acknowledged canceled)",
+    responses={"200": json_resp(ref("Task")), "404": json_resp(ref("Error")), "409": json_resp(ref("Error"))},
+)
 async def cancel_task(request: web.Request) -> web.Response:
     doc = await request.app[TASKS].cancel(request.match_info["id"])
     request.app[SCHEDULER].observe(doc)
     return web.json_response(_annotate(request, doc))
 
 
-@route("POST", "/tasks/{id}/reschedule", "Run again at a new date (also reruns a finished task)", body=ref("Reschedule"),
-       responses={"200": json_resp(ref("Task")), "400": json_resp(ref("Error")), "404": json_resp(ref("Error")), "409": json_resp(ref("Error"))})
+@route(
+    "POST",
+    "/tasks/{id}/reschedule",
+    "Run again at a new date (also reruns a finished task)",
+    body=ref("Reschedule"),
+    responses={"200": json_resp(ref("Task")), "400": json_resp(ref("Error")), "404": json_resp(ref("Error")), "409": json_resp(ref("Error"))},
+)
 async def reschedule_task(request: web.Request) -> web.Response:
     body = await read_json(request)
     if not isinstance(body, dict) or "date" not in body:
@@ -225,8 +248,12 @@ async def reschedule_task(request: web.Request) -> web.Response:
     return web.json_response(_annotate(request, doc))
 
 
-@route("DELETE", "/tasks/{id}", "Remove a task (not while it runs)",
-       responses={"200": json_resp(ref("Deleted")), "404": json_resp(ref("Error")), "409": json_resp(ref("Error"))})
+@route(
+    "DELETE",
+    "/tasks/{id}",
+    "Remove a task (not while it runs)",
+    responses={"200": json_resp(ref("Deleted")), "404": json_resp(ref("Error")), "409": json_resp(ref("Error"))},
+)
 async def delete_task(request: web.Request) -> web.Response:
     await request.app[TASKS].delete(request.match_info["id"])
     return web.json_response({"deleted": request.match_info["id"]})
@@ -245,8 +272,14 @@ async def get_worker(request: web.Request) -> web.Response:
     return web.json_response(request.app[SUPERVISOR].get(request.match_info["name"]).info())
 
 
-@route("POST", "/workers/{name}", "Start a named worker process", tag="workers", body=ref("WorkerStart"),
-       responses={"201": json_resp(ref("Worker"), "Started"), "400": json_resp(ref("Error")), "409": json_resp(ref("Error"))})
+@route(
+    "POST",
+    "/workers/{name}",
+    "Start a named worker process",
+    tag="workers",
+    body=ref("WorkerStart"),
+    responses={"201": json_resp(ref("Worker"), "Started"), "400": json_resp(ref("Error")), "409": json_resp(ref("Error"))},
+)
 async def start_worker(request: web.Request) -> web.Response:
     body = await read_json(request, required=False) or {}
     if not isinstance(body, dict):
@@ -268,19 +301,31 @@ async def start_worker(request: web.Request) -> web.Response:
     return web.json_response(wp.info(), status=201)
 
 
-@route("DELETE", "/workers/{name}", "Stop a worker gracefully (query timeout: seconds to let jobs finish)", tag="workers",
-       query=[qparam("timeout", "seconds running jobs get before they are interrupted", {"type": "number", "minimum": 0})],
-       responses={"200": json_resp(ref("Worker")), "404": json_resp(ref("Error"))})
+@route(
+    "DELETE",
+    "/workers/{name}",
+    "Stop a worker gracefully (query timeout: seconds to let jobs finish)",
+    tag="workers",
+    query=[qparam("timeout", "seconds running jobs get before they are interrupted", {"type": "number", "minimum": 0})],
+    responses={"200": json_resp(ref("Worker")), "404": json_resp(ref("Error"))},
+)
 async def stop_worker(request: web.Request) -> web.Response:
     timeout = _float_query(request, "timeout")
     wp = await request.app[SUPERVISOR].stop(request.match_info["name"], timeout=timeout)
     return web.json_response(wp.info())
 
 
-@route("GET", "/workers/{name}/log", "The worker's log (text); follow=1 streams it", tag="workers",
-       query=[qparam("lines", "how many last lines (default 200)", {"type": "integer", "minimum": 1, "maximum": 100000}),
-              qparam("follow", "1 to keep streaming new lines", {"type": "string", "enum": ["0", "1", "true", "false"]})],
-       responses={"200": {"description": "Log text", "content": {"text/plain": {"schema": {"type": "string"}}}}, "404": json_resp(ref("Error"))})
+@route(
+    "GET",
+    "/workers/{name}/log",
+    "The worker's log (text); follow=1 streams it",
+    tag="workers",
+    query=[
+        qparam("lines", "how many last lines (default 200)", {"type": "integer", "minimum": 1, "maximum": 100000}),
+        qparam("follow", "1 to keep streaming new lines", {"type": "string", "enum": ["0", "1", "true", "false"]}),
+    ],
+    responses={"200": {"description": "Log text", "content": {"text/plain": {"schema": {"type": "string"}}}}, "404": json_resp(ref("Error"))},
+)
 async def worker_log(request: web.Request) -> web.StreamResponse:
     sup = request.app[SUPERVISOR]
     name = request.match_info["name"]
@@ -300,8 +345,13 @@ async def worker_log(request: web.Request) -> web.StreamResponse:
     return resp
 
 
-@route("DELETE", "/workers/{name}/log", "Truncate the worker's log (safe while it runs)", tag="workers",
-       responses={"200": json_resp({"type": "object"}), "404": json_resp(ref("Error"))})
+@route(
+    "DELETE",
+    "/workers/{name}/log",
+    "Truncate the worker's log (safe while it runs)",
+    tag="workers",
+    responses={"200": json_resp({"type": "object"}), "404": json_resp(ref("Error"))},
+)
 async def clean_log(request: web.Request) -> web.Response:
     request.app[SUPERVISOR].clean_log(request.match_info["name"])
     return web.json_response({"cleaned": request.match_info["name"]})
@@ -310,15 +360,19 @@ async def clean_log(request: web.Request) -> web.Response:
 # -- events, stats ----------------------------------------------------------------------------------
 
 
-@route("GET", "/events", "Server-sent events of task status changes (resumable with Last-Event-ID)", tag="daemon",
-       query=[qparam("worker", "only this worker's tasks"), qparam("task", "only this task")],
-       responses={"200": {"description": "An event stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}}})
+@route(
+    "GET",
+    "/events",
+    "Server-sent events of task status changes (resumable with Last-Event-ID)",
+    tag="daemon",
+    query=[qparam("worker", "only this worker's tasks"), qparam("task", "only this task")],
+    responses={"200": {"description": "An event stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+)
 async def task_events(request: web.Request) -> web.StreamResponse:
     return await events.stream(request, request.app[EVENTS])
 
 
-@route("GET", "/stats", "Counts by status, fire lag and throughput of the last hour, the next 24 h", tag="daemon",
-       responses={"200": json_resp(ref("Stats"))})
+@route("GET", "/stats", "Counts by status, fire lag and throughput of the last hour, the next 24 h", tag="daemon", responses={"200": json_resp(ref("Stats"))})
 async def stats(request: web.Request) -> web.Response:
     app = request.app
     sched = app[SCHEDULER]
@@ -343,8 +397,13 @@ async def stats(request: web.Request) -> web.Response:
     return web.json_response({"counts": counts, "lag_ms": lag_ms, "throughput": throughput, "upcoming": upcoming, "extra": app[EXTRA].get("stats", {})})
 
 
-@route("GET", "/metrics", "Prometheus metrics (text exposition format)", tag="daemon",
-       responses={"200": {"description": "Metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}})
+@route(
+    "GET",
+    "/metrics",
+    "Prometheus metrics (text exposition format)",
+    tag="daemon",
+    responses={"200": {"description": "Metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
 async def prometheus(request: web.Request) -> web.Response:
     from after.api import metrics
 
@@ -361,8 +420,13 @@ async def openapi(request: web.Request) -> web.Response:
     return web.json_response(build(ROUTES))
 
 
-@route("GET", "/docs", "A readable page of the API, from /openapi.json", tag="daemon",
-       responses={"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}})
+@route(
+    "GET",
+    "/docs",
+    "A readable page of the API, from /openapi.json",
+    tag="daemon",
+    responses={"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}},
+)
 async def docs(request: web.Request) -> web.Response:
     from after.api.spec import build, html
 

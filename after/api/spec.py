@@ -119,10 +119,25 @@ WORKER = {
 SCHEMAS: dict[str, Any] = {
     "Error": ERROR,
     "TaskInput": TASK_INPUT,
-    "TaskInputOrList": {"oneOf": [{"$ref": "#/components/schemas/TaskInput"}, {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/TaskInput"}}]},
+    "TaskInputOrList": {
+        "oneOf": [{"$ref": "#/components/schemas/TaskInput"}, {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/TaskInput"}}]
+    },
     "Task": TASK,
-    "TaskList": {"type": "object", "required": ["tasks", "next"], "properties": {"tasks": {"type": "array", "items": {"$ref": "#/components/schemas/Task"}}, "next": {"type": ["string", "null"]}}},
-    "Created": {"type": "object", "properties": {"id": {"type": "string"}, "rev": {"type": "string"}, "task": {"$ref": "#/components/schemas/Task"}, "ids": {"type": "array", "items": {"type": "string"}}, "tasks": {"type": "array"}}},
+    "TaskList": {
+        "type": "object",
+        "required": ["tasks", "next"],
+        "properties": {"tasks": {"type": "array", "items": {"$ref": "#/components/schemas/Task"}}, "next": {"type": ["string", "null"]}},
+    },
+    "Created": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "rev": {"type": "string"},
+            "task": {"$ref": "#/components/schemas/Task"},
+            "ids": {"type": "array", "items": {"type": "string"}},
+            "tasks": {"type": "array"},
+        },
+    },
     "History": {"type": "object", "required": ["history"], "properties": {"id": {"type": "string"}, "history": {"type": "array", "items": {"type": "object"}}}},
     "Reschedule": {"type": "object", "required": ["date"], "properties": {"date": DATE}},
     "Deleted": {"type": "object", "required": ["deleted"], "properties": {"deleted": {"type": "string"}}},
@@ -131,11 +146,32 @@ SCHEMAS: dict[str, Any] = {
     "WorkerStart": {
         "type": "object",
         "additionalProperties": False,
-        "properties": {"concurrency": {"type": "integer", "minimum": 1, "maximum": 1000}, "jobs": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}},
+        "properties": {
+            "concurrency": {"type": "integer", "minimum": 1, "maximum": 1000},
+            "jobs": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+        },
     },
-    "Info": {"type": "object", "required": ["name", "version", "uptime", "couchdb"], "properties": {"name": {"type": "string"}, "version": {"type": "string"}, "uptime": {"type": "number"}, "daemon": {"type": "string"}, "couchdb": {"type": "object"}}},
-    "Health": {"type": "object", "required": ["status", "reasons"], "properties": {"status": {"enum": ["ok", "unhealthy"]}, "reasons": {"type": "array", "items": {"type": "string"}}}},
-    "Stats": {"type": "object", "required": ["counts"], "properties": {"counts": {"type": "object"}, "lag_ms": {"type": "array"}, "throughput": {"type": "array"}, "upcoming": {"type": "array"}}},
+    "Info": {
+        "type": "object",
+        "required": ["name", "version", "uptime", "couchdb"],
+        "properties": {
+            "name": {"type": "string"},
+            "version": {"type": "string"},
+            "uptime": {"type": "number"},
+            "daemon": {"type": "string"},
+            "couchdb": {"type": "object"},
+        },
+    },
+    "Health": {
+        "type": "object",
+        "required": ["status", "reasons"],
+        "properties": {"status": {"enum": ["ok", "unhealthy"]}, "reasons": {"type": "array", "items": {"type": "string"}}},
+    },
+    "Stats": {
+        "type": "object",
+        "required": ["counts"],
+        "properties": {"counts": {"type": "object"}, "lag_ms": {"type": "array"}, "throughput": {"type": "array"}, "upcoming": {"type": "array"}},
+    },
 }
 
 _UNAUTH = {"description": "Missing or wrong bearer token", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
@@ -154,7 +190,9 @@ def build(routes: Iterable[Any]) -> dict[str, Any]:
         if r.write:
             op["security"] = [{"bearer": []}]
             op["responses"].setdefault("401", _UNAUTH)
-            op["responses"].setdefault("400", {"description": "Invalid input", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+            op["responses"].setdefault(
+                "400", {"description": "Invalid input", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+            )
         paths.setdefault(r.path, {})[r.method.lower()] = op
     return {
         "openapi": "3.1.0",

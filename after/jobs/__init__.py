@@ -124,4 +124,5 @@ def load(modules: Iterable[str] = (), config_jobs: Mapping[str, Mapping[str, Any
 
 
 def is_async(func: JobFunc) -> bool:
-    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(getattr(func, "__call__", None))
+    call = type(func).__dict__.get("__call__")  # a callable object with an async __call__
+    return inspect.iscoroutinefunction(func) or (call is not None and inspect.iscoroutinefunction(call))

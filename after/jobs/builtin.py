@@ -54,10 +54,7 @@ async def shell(
     with arguments it is executed directly, no shell involved. The command runs in its
     own process group, so a timeout or a cancel kills its children too.
     """
-    if args:
-        argv = [str(command), *map(str, args)]
-    else:
-        argv = ["/bin/sh", "-c", str(command)]
+    argv = [str(command), *map(str, args)] if args else ["/bin/sh", "-c", str(command)]
     proc = await asyncio.create_subprocess_exec(
         *argv,
         stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
@@ -79,7 +76,7 @@ async def shell(
         raise
     result = {"stdout": _cut(out).rstrip("\n"), "stderr": _cut(err).rstrip("\n"), "exit_code": proc.returncode}
     if proc.returncode != 0:
-        raise JobFailed(f"command exited with {proc.returncode}: {result['stderr'][-500:]}", result=result)
+        raise JobFailed(f"command exited with {proc.returncode}: {str(result['stderr'])[-500:]}", result=result)
     return result
 
 
