@@ -87,6 +87,19 @@ def add_history(doc: dict[str, Any], status: str, by: str, at: datetime, *, limi
     doc["history"] = hist
 
 
+def merge_history(fresh: Any, base: Any, ours: Any, *, limit: int) -> list[dict[str, Any]]:
+    """Re-apply the entries ``ours`` added to ``base`` on top of ``fresh`` (after a conflict).
+
+    A writer that lost a revision race must not replace the history it did not see.
+    """
+    fresh_l, base_l, ours_l = list(fresh or []), list(base or []), list(ours or [])
+    added = ours_l[len(base_l) :] if ours_l[: len(base_l)] == base_l else ours_l[-1:]
+    hist = fresh_l + [e for e in added if e not in fresh_l]
+    if len(hist) > limit:
+        hist = hist[:1] + hist[-(limit - 1) :]
+    return hist
+
+
 def set_status(doc: dict[str, Any], status: str, by: str, at: datetime, *, limit: int, **extra: Any) -> dict[str, Any]:
     doc["status"] = status
     doc["updated"] = timing.fmt(at)

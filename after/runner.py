@@ -23,9 +23,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import os
 import random
+import signal
+import sys
 import time
 import traceback
 from collections.abc import Callable, Mapping
@@ -36,7 +39,7 @@ from typing import Any
 from after import model, timing
 from after.config import Settings
 from after.errors import AfterError, Conflict, NotFound, StoreUnavailable
-from after.jobs import JobFailed, JobFunc, TaskContext, is_async
+from after.jobs import JobFailed, JobFunc, TaskContext, is_async, isolated
 from after.store import Store
 
 log = logging.getLogger("after.runner")
@@ -138,8 +141,28 @@ class BulkWriter:
                         fut.set_exception(res)
 
 
+def _job_name(doc: Mapping[str, Any]) -> str:
+    """The job a task names, for the ``finished`` message (metrics per worker and job)."""
+    job = doc.get("job")
+    name = job.get("name") if isinstance(job, Mapping) else None
+    return name if isinstance(name, str) else ""
+
+
 class UnknownJob(Exception):
     """The task names a job this worker does not have."""
+
+
+class IsolatedJobError(Exception):
+    """An isolated job raised: ``error`` is its description from the job's process."""
+
+    def __init__(self, error: dict[str, Any], result: Any) -> None:
+        super().__init__(error.get("message"))
+        self.error = error
+        self.result = result
+
+
+class JobCrashed(Exception):
+    """An isolated job's process ended without an answer (os._exit, a signal, a crash)."""
 
 
 Notify = Callable[[dict[str, Any]], None]
@@ -159,6 +182,8 @@ class Runner:
         notify: Notify | None = None,
         rand: Callable[[], float] = random.random,
         clock: Callable[[], datetime] = utcnow,
+        modules: list[str] | None = None,
+        isolate: bool = True,
     ) -> None:
         self.store = store
         self.name = name
@@ -177,6 +202,10 @@ class Runner:
         self.tasks_run = 0
         self.last_error: str | None = None
         self.by = f"worker:{name}"
+        #: Job modules to import in isolated job processes (the worker's --jobs).
+        self.modules = list(modules or [])
+        #: False runs every job inline (the in-process scheduler: its functions are not importable by name).
+        self.isolate = isolate
 
     # -- control -------------------------------------------------------------------------
 
@@ -240,7 +269,7 @@ class Runner:
         out["error"] = error
         model.set_status(out, status, self.by, self.clock(), limit=self._limit())
         await self._write_final(doc, out)
-        self.notify({"op": "finished", "id": doc["_id"], "status": status})
+        self.notify({"op": "finished", "id": doc["_id"], "status": status, "job": _job_name(doc)})
 
     async def _run(self, claimed: dict[str, Any]) -> None:
         task_id = claimed["_id"]
@@ -289,6 +318,10 @@ class Runner:
                 raise
         except UnknownJob as exc:
             outcome, error = "fail", error_info("unknown_job", exc)
+        except IsolatedJobError as exc:
+            outcome, error, result = "fail", exc.error, exc.result
+        except JobCrashed as exc:
+            outcome, error = "fail", error_info("crashed", exc)
         except JobFailed as exc:
             outcome, error, result = "fail", error_info("failed", exc), exc.result
         except Exception as exc:
@@ -302,15 +335,78 @@ class Runner:
             self.last_error = f"{task_id}: {error.get('message')}"
         final = self._final_doc(ctx.task, ctx, outcome, result, error, started=now)
         await self._write_final(ctx.task, final)
-        self.notify({"op": "finished", "id": task_id, "status": final["status"]})
+        self.notify({"op": "finished", "id": task_id, "status": final["status"], "job": _job_name(final)})
 
     async def _call(self, func: JobFunc, ctx: TaskContext, job: Mapping[str, Any]) -> Any:
         args = list(job.get("arguments") or [])
         kwargs = dict(job.get("kwargs") or {})
+        if self.isolate and isolated(func):
+            return await self._call_isolated(ctx, job)
         if is_async(func):
             return await func(ctx, *args, **kwargs)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, functools.partial(func, ctx, *args, **kwargs))
+
+    async def _call_isolated(self, ctx: TaskContext, job: Mapping[str, Any]) -> Any:
+        """Run the job in a process of its own (:mod:`after.jobproc`); kill its group on timeout or cancel."""
+        spec = {
+            "modules": self.modules,
+            "config_jobs": self.settings.jobs,
+            "job": dict(job),
+            "task": dict(ctx.task),
+            "worker": self.name,
+            "settings": self._job_settings(),
+            "log_limit": self.settings.scheduler_log_limit,
+        }
+        loop = asyncio.get_running_loop()
+        rfd, wfd = os.pipe()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "after.jobproc",
+                stdin=asyncio.subprocess.PIPE,
+                pass_fds=(wfd,),
+                env={**os.environ, "AFTER_JOBPROC_FD": str(wfd)},
+                start_new_session=True,
+            )
+        except BaseException:
+            os.close(rfd)
+            raise
+        finally:
+            os.close(wfd)
+        reader = asyncio.StreamReader(limit=64 * 1024 * 1024)
+        transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(rfd, "rb"))
+        final: dict[str, Any] | None = None
+        try:
+            assert proc.stdin is not None
+            proc.stdin.write(json.dumps(spec).encode())
+            await proc.stdin.drain()
+            proc.stdin.close()
+            while line := await reader.readline():
+                msg = json.loads(line)
+                if "progress" in msg:
+                    value = msg["progress"] or {}
+                    ctx.progress(value.get("done", 0), value.get("total"))
+                elif "log" in msg:
+                    ctx.log(msg["log"])
+                else:
+                    final = msg
+            code = await proc.wait()
+        except BaseException:
+            # Timeout, cancel or shutdown: the job's whole process group goes.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+            raise
+        finally:
+            transport.close()
+        if final is None:
+            how = f"exited with {code}" if code >= 0 else f"was killed by {signal.Signals(-code).name}"
+            raise JobCrashed(f"the job's process {how} before it answered")
+        if "error" in final:
+            raise IsolatedJobError(final["error"], final.get("result"))
+        return final.get("result")
 
     def _job_settings(self) -> dict[str, Any]:
         s = self.settings
@@ -366,7 +462,7 @@ class Runner:
             delay = timing.retry_delay(doc.get("retry") or {}, int(doc.get("attempts") or 1), rand=self.rand)
             doc["date"] = timing.fmt(now + timedelta(seconds=delay))
             return model.set_status(doc, model.RESCHEDULE, self.by, now, limit=self._limit(), reason=f"retry in {delay:.1f}s")
-        nxt = timing.next_after_run(doc, started=started) if doc.get("cron") else None
+        nxt = timing.next_after_run(doc, started=started, finished=now) if doc.get("cron") else None
         if nxt is not None:
             doc["date"] = timing.fmt(nxt)
             doc["attempts"] = 0
@@ -396,10 +492,13 @@ class Runner:
                     )
                     return
                 merged = dict(fresh)
-                for key in ("status", "result", "error", "date", "attempts", "finished", "progress", "log", "runs", "history", "updated", "started"):
+                for key in ("status", "result", "error", "date", "attempts", "finished", "progress", "log", "runs", "updated", "started"):
                     if key in final:
                         merged[key] = final[key]
                 merged.pop("lease", None)
+                # History: what others wrote meanwhile (a client's cancel) stays; our own
+                # new entries go after it.
+                merged["history"] = model.merge_history(fresh.get("history"), cur.get("history"), final.get("history"), limit=self._limit())
                 doc = merged
 
     async def _lost_claim(self, claimed: Mapping[str, Any]) -> None:
@@ -413,4 +512,4 @@ class Runner:
             await self._finish_simple(fresh, model.CANCELED, None)
             return
         log.info("task %s: claim no longer ours (status %s); not started", claimed["_id"], fresh.get("status"))
-        self.notify({"op": "finished", "id": claimed["_id"], "status": fresh.get("status")})
+        self.notify({"op": "finished", "id": claimed["_id"], "status": fresh.get("status"), "job": _job_name(claimed)})

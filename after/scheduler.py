@@ -173,9 +173,23 @@ class Scheduler:
     # -- the tick ----------------------------------------------------------------------------------
 
     async def tick(self, now: datetime) -> dict[str, int]:
-        """One scheduling step at ``now``: plan, then claim/dispatch and write, in bulk."""
+        """One scheduling step at ``now``: plan, then claim/dispatch and write, in bulk.
+
+        If the store fails mid-way, what was due is put back and tried again next tick:
+        an outage delays tasks, it never drops them (and revisions keep them from
+        running twice once the store is back).
+        """
         started = time.perf_counter()
         due = self._due(now)
+        try:
+            return await self._tick(now, due, started)
+        except StoreUnavailable:
+            retry_at = time.time() + 1
+            for doc in due:
+                self._requeue(doc, retry_at)
+            raise
+
+    async def _tick(self, now: datetime, due: list[dict[str, Any]], started: float) -> dict[str, int]:
         limit = self.settings.scheduler_history_limit
         writes: list[dict[str, Any]] = []
         stats: dict[str, int] = defaultdict(int)
@@ -362,6 +376,7 @@ class Scheduler:
         self._bg = [
             asyncio.create_task(self._follow(), name="changes"),
             asyncio.create_task(self._refresh_loop(), name="window"),
+            asyncio.create_task(self._purge_loop(), name="purge"),
             asyncio.create_task(self.run(), name="tick"),
         ]
 
@@ -379,6 +394,37 @@ class Scheduler:
             self.apply_changes(batch)
             for listener in self.listeners:
                 listener(batch, self.seq)
+
+    async def purge(self, now: datetime) -> int:
+        """Delete finished tasks past their retention, in bulk; returns how many.
+
+        Finished (``done``, ``err``, ``canceled``) tasks are kept ``scheduler.retention_days``
+        after their last update, or their own ``retention`` seconds when they set one.
+        """
+        now_ms = int(now.timestamp() * 1000)
+        cutoff = now_ms - int(self.settings.scheduler_retention_days * 86400 * 1000)
+        total = 0
+        for view, end in (("finished", cutoff), ("expiring", now_ms)):
+            while True:
+                docs = await self.store.finished_before(end, view=view, limit=500)
+                if not docs:
+                    break
+                purged = await self.store.purge(docs)
+                total += purged
+                if purged == 0 or len(docs) < 500:
+                    break
+        if total:
+            log.info("purged %d finished task(s) past their retention", total)
+        self.counters["purged"] += total
+        return total
+
+    async def _purge_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.scheduler_purge_interval)
+            try:
+                await self.purge(utcnow())
+            except StoreUnavailable as exc:
+                log.warning("purge: %s", exc.message)
 
     async def _refresh_loop(self) -> None:
         period = self.settings.scheduler_window_seconds / 3
@@ -424,7 +470,7 @@ class LocalDispatcher:
         self.scheduler: Scheduler | None = None
         self.runners: dict[str, Runner] = {}
         for worker, registry in jobs.items():
-            self.runners[worker] = Runner(store, name=worker, registry=registry, settings=settings, concurrency=concurrency, notify=self._notify)
+            self.runners[worker] = Runner(store, name=worker, registry=registry, settings=settings, concurrency=concurrency, notify=self._notify, isolate=False)
 
     def _notify(self, msg: dict[str, Any]) -> None:
         if msg.get("op") == "finished" and self.scheduler is not None:

@@ -81,13 +81,25 @@ function (doc) {
 }
 """
 
+# Finished tasks without a retention of their own, by last update (the global retention
+# applies); and those with one, by the time they expire.
 _FINISHED_MAP = """
 function (doc) {
   if (doc.type !== 'task') return;
   if (doc.status !== 'done' && doc.status !== 'err' && doc.status !== 'canceled') return;
+  if (typeof doc.retention === 'number') return;
   var t = Date.parse(doc.updated || doc.date);
-  var keep = typeof doc.retention === 'number' ? doc.retention * 1000 : -1;
-  emit(isNaN(t) ? 0 : t, keep);
+  emit(isNaN(t) ? 0 : t, null);
+}
+"""
+
+_EXPIRING_MAP = """
+function (doc) {
+  if (doc.type !== 'task') return;
+  if (doc.status !== 'done' && doc.status !== 'err' && doc.status !== 'canceled') return;
+  if (typeof doc.retention !== 'number') return;
+  var t = Date.parse(doc.updated || doc.date);
+  emit((isNaN(t) ? 0 : t) + doc.retention * 1000, null);
 }
 """
 
@@ -121,6 +133,7 @@ def design_document() -> dict[str, Any]:
             "by_status": {"map": _BY_STATUS_MAP.strip(), "reduce": "_count"},
             "by_date": {"map": _BY_DATE_MAP.strip()},
             "finished": {"map": _FINISHED_MAP.strip()},
+            "expiring": {"map": _EXPIRING_MAP.strip()},
         },
         # Stripped: pouchdb-server refuses a function whose source starts with a newline.
         "validate_doc_update": _VALIDATE.strip(),
@@ -468,15 +481,21 @@ class Store:
             reply = await self.db._get()
         return reply.get("update_seq", 0)
 
-    async def changes(self, since: Any, *, timeout: float = 20.0, limit: int = 2000) -> tuple[list[dict[str, Any]], Any]:
+    async def changes(
+        self, since: Any, *, timeout: float = 20.0, limit: int = 2000, feed: str = "longpoll"
+    ) -> tuple[list[dict[str, Any]], Any]:
         """Changes after ``since`` (documents included), waiting up to ``timeout`` for one.
 
         A longpoll request bounded by us: pouchdb-server ignores ``timeout`` on
         longpoll, CouchDB honours it; either way we never wait longer than asked.
+        ``feed="normal"`` answers at once with what there is (catching up, e.g. replaying
+        the events a ``/events`` client missed) and never waits.
         ``seq`` is opaque (an integer on pouchdb, a string on CouchDB).
         """
+        if feed not in ("longpoll", "normal"):
+            raise ValueError(f"feed: expected 'longpoll' or 'normal', got {feed!r}")
         params = {
-            "feed": "longpoll",
+            "feed": feed,
             "since": since if isinstance(since, str | int) else json.dumps(since),
             "include_docs": True,
             "timeout": int(timeout * 1000),
@@ -523,9 +542,9 @@ class Store:
         reply = await self.view("by_status", group_level=1, reduce=True)
         return {row["key"][0]: row["value"] for row in reply.get("rows", [])}
 
-    async def finished_before(self, cutoff_ms: int, *, limit: int = 500) -> list[dict[str, Any]]:
-        """Finished tasks last updated before ``cutoff_ms``, with their own retention (ms or -1)."""
-        reply = await self.view("finished", endkey=cutoff_ms, limit=limit, include_docs=True)
+    async def finished_before(self, cutoff_ms: int, *, view: str = "finished", limit: int = 500) -> list[dict[str, Any]]:
+        """Finished tasks whose key (last update, or expiry for ``expiring``) is <= ``cutoff_ms``."""
+        reply = await self.view(view, endkey=cutoff_ms, limit=limit, include_docs=True)
         return [row["doc"] for row in reply.get("rows", []) if row.get("doc")]
 
     async def compact(self) -> dict[str, Any]:

@@ -64,6 +64,8 @@ class WorkerProc:
     stop_timeout: float = 30.0
     stopping: bool = False
     ready: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    #: Set by stop(): ends a restart backoff at once.
+    stop_requested: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     logfile: LogFile | None = None
 
     @property
@@ -103,8 +105,8 @@ class Supervisor:
         self.workers: dict[str, WorkerProc] = {}
         self.logdir = settings.state_path / "logs"
         self.saved = settings.state_path / "workers.json"
-        #: Called with (worker, status) for every task a worker finished (metrics).
-        self.finish_observers: list[Callable[[str, str | None], None]] = []
+        #: Called with (worker, job name, status) for every task a worker finished (metrics).
+        self.finish_observers: list[Callable[[str, str, str | None], None]] = []
 
     # -- public API ------------------------------------------------------------------------
 
@@ -177,6 +179,7 @@ class Supervisor:
         """Stop a worker gracefully: running jobs get ``timeout`` seconds to finish."""
         wp = self.get(name)
         wp.stopping = True
+        wp.stop_requested.set()
         wp.state = "stopping"
         if timeout is not None:
             wp.stop_timeout = timeout
@@ -305,10 +308,13 @@ class Supervisor:
                 wp.ready.set()
                 self.on_change(wp.name)
             elif op == "finished":
-                if wp.inflight.pop(msg.get("id"), None) is not None:
+                sent = wp.inflight.pop(msg.get("id"), None)
+                if sent is not None:
                     wp.tasks_run += 1
+                # The worker names the job; an older worker does not, the claimed task does.
+                job = msg.get("job") or ((sent or {}).get("job") or {}).get("name") or ""
                 for obs in self.finish_observers:
-                    obs(wp.name, msg.get("status"))
+                    obs(wp.name, str(job), msg.get("status"))
                 self.on_change(wp.name)
 
     async def _keep(self, wp: WorkerProc) -> None:
@@ -365,7 +371,8 @@ class Supervisor:
             self.on_change(wp.name)
             if lost:
                 await self.on_lost(wp.name, lost)
-            await asyncio.sleep(delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wp.stop_requested.wait(), delay)
             if crashloop:
                 delay = self.settings.workers_restart_max_delay
             elif wp.started_at and time.time() - wp.started_at > CRASHLOOP_WINDOW:
@@ -380,4 +387,14 @@ class Supervisor:
         self.on_change(wp.name)
 
     def crashlooping(self) -> builtins.list[str]:
-        return [w.name for w in self.workers.values() if w.state == "crashloop"]
+        """Workers that exited ``CRASHLOOP_EXITS`` times within the last ``CRASHLOOP_WINDOW`` s.
+
+        Judged on the exits, not on ``state``: between two crashes a crash-looping worker
+        is briefly ``starting`` or ``running`` again, and /health must not flap with it.
+        """
+        now = time.monotonic()
+        return [
+            w.name
+            for w in self.workers.values()
+            if not w.stopping and w.state != "stopped" and len(w.exits) >= CRASHLOOP_EXITS and now - w.exits[0] < CRASHLOOP_WINDOW
+        ]

@@ -45,7 +45,7 @@ def parse_date(value: Any, *, field: str = "date") -> datetime:
     if isinstance(value, bool):
         raise InvalidInput(f"{field}: expected a date, got {value!r}", field=field)
     if isinstance(value, int | float):
-        if not math.isfinite(value) or not -1e11 < value < 1e11:
+        if not math.isfinite(value) or not -62e9 < value < 253e9:  # years 1..9999
             raise InvalidInput(f"{field}: epoch seconds out of range: {value!r}", field=field)
         return EPOCH + timedelta(seconds=float(value))
     if not isinstance(value, str) or not value.strip():
@@ -60,13 +60,17 @@ def parse_date(value: Any, *, field: str = "date") -> datetime:
         raise InvalidInput(f"{field}: cannot parse {value!r} as a date", field=field) from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC)
+    try:
+        return dt.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:00-02:00 is after year 9999 in UTC
+        raise InvalidInput(f"{field}: {value!r} is out of range", field=field) from None
 
 
 def fmt(dt: datetime) -> str:
     """The one stored form: UTC, milliseconds, ``Z``. Such strings sort as times do."""
     dt = dt.astimezone(UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    # Not strftime("%Y"): it does not pad years before 1000 to four digits on Linux.
+    return f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d}.{dt.microsecond // 1000:03d}Z"
 
 
 def ts(dt: datetime) -> float:
@@ -281,12 +285,15 @@ def plan(now: datetime, tasks: Iterable[Mapping[str, Any]]) -> list[Action]:
     return housekeeping + [Action("fire", t) for t in fires]
 
 
-def next_after_run(task: Mapping[str, Any], *, started: datetime) -> datetime | None:
+def next_after_run(task: Mapping[str, Any], *, started: datetime, finished: datetime | None = None) -> datetime | None:
     """The next occurrence of a cron task once the run due at its ``date`` is over.
 
     ``run`` (default) catches up every missed occurrence one by one (the next after the
     due date); ``coalesce`` folds missed occurrences into the run just made (the next
-    after the actual start). Returns None for one-shot tasks, or when past ``expires``.
+    after the actual start). Runs of one cron task never overlap: the next occurrence
+    is scheduled only when a run ends. An occurrence that came due while the run was
+    going runs right after it (``overlap: "wait"``, the default) or is skipped
+    (``overlap: "skip"``). Returns None for one-shot tasks, or when past ``expires``.
     """
     expr = task.get("cron")
     if not expr:
@@ -294,6 +301,9 @@ def next_after_run(task: Mapping[str, Any], *, started: datetime) -> datetime | 
     policy = (task.get("misfire") or {}).get("policy", "run")
     due = due_at(task) or started
     base = started if policy in ("coalesce", "skip") else due
+    if task.get("overlap") == "skip" and finished is not None:
+        # Occurrences that fell while this run was going are skipped, not run late.
+        base = max(base, finished)
     nxt = next_cron(expr, max(base, due), tz=task.get("timezone"))
     expires = task.get("expires")
     if expires is not None:

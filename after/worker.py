@@ -7,7 +7,7 @@ daemon -> worker: ``{"op": "run", "task": {...}}`` (a claimed task),
 ``{"op": "cancel", "id": ...}``, ``{"op": "stop", "timeout": s}``.
 
 worker -> daemon: ``{"op": "hello", "pid", "jobs"}``, ``{"op": "started", "id"}``,
-``{"op": "finished", "id", "status"}``.
+``{"op": "finished", "id", "status", "job"}``.
 
 The worker writes task statuses into CouchDB itself (:class:`after.runner.Runner`);
 the channel only carries work and acknowledgements. Its settings, CouchDB credentials
@@ -66,7 +66,7 @@ async def serve(name: str, fd: int, modules: list[str], concurrency: int) -> int
             msg = {"op": "started", "id": msg["id"]}
         writer.write(json.dumps(msg).encode() + b"\n")
 
-    runner = Runner(store, name=name, registry=registry, settings=settings, concurrency=concurrency, notify=send)
+    runner = Runner(store, name=name, registry=registry, settings=settings, concurrency=concurrency, notify=send, modules=modules)
     send({"op": "hello", "pid": os.getpid(), "jobs": sorted(registry), "concurrency": concurrency})
     log.info("worker %s started (pid %d), jobs: %s", name, os.getpid(), ", ".join(sorted(registry)))
 

@@ -9,6 +9,7 @@ server-admin credentials in the URL). Each test gets its own database, prepared 
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import json
 import os
@@ -276,6 +277,22 @@ def start_daemon(couch: Couch, dbname: str, tmp_path: Path) -> Iterator[Callable
 @pytest.fixture
 def daemon(start_daemon: Callable[..., Daemon]) -> Daemon:
     return start_daemon()
+
+
+def executions(path: Path) -> collections.Counter[str]:
+    """How many times each task ran, as recorded by the test jobs themselves (one line per run)."""
+    if not path.exists():
+        return collections.Counter()
+    return collections.Counter(line.split()[0] for line in path.read_text().splitlines() if line)
+
+
+def wait_until(pred: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def iso_in(seconds: float) -> str:

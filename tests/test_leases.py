@@ -13,28 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Couch, Daemon, iso_in
+from conftest import Couch, Daemon, executions, iso_in, wait_until
 
 from after import model, timing
 from after.config import Settings
 from after.runner import Runner
 from after.scheduler import NoDispatcher, Scheduler
 from after.store import Store
-
-
-def executions(path: Path) -> collections.Counter[str]:
-    if not path.exists():
-        return collections.Counter()
-    return collections.Counter(line.split()[0] for line in path.read_text().splitlines() if line)
-
-
-def wait_until(pred: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def counts(couch: Couch, dbname: str) -> dict[str, int]:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CLIENT_PASSWORD, CLIENT_USER, Couch, Daemon, iso_in, tid
+from conftest import CLIENT_PASSWORD, CLIENT_USER, Couch, Daemon, iso_in, tid, wait_until
 
 from after import model, timing
 from after.errors import Forbidden
@@ -116,6 +116,7 @@ def test_cancel_stops_a_running_job(daemon: Daemon, tmp_path: Path) -> None:
     out = tmp_path / "runs"
     reply = daemon.create({"worker": "w", "date": time.time(), "job": {"name": "hang", "arguments": [str(out)]}})
     daemon.wait_status(reply["id"], "scheduled", timeout=10)
+    wait_until(lambda: len(lines(out)) == 1, 10, "the job to be running")
     t0 = time.monotonic()
     daemon.api("POST", f"/tasks/{tid(reply['id'])}/cancel")
     doc = daemon.wait_status(reply["id"], "canceled", timeout=5)
@@ -153,6 +154,7 @@ def test_retries_then_err_with_attempts_counted(daemon: Daemon, tmp_path: Path) 
     assert doc["attempts"] == 3
     assert doc["error"]["type"] == "RuntimeError" and doc["error"]["message"] == "nope"
     assert "Traceback" in doc["error"]["traceback"]
+    assert "testjobs.py" in doc["error"]["traceback"] and "jobproc.py" not in doc["error"]["traceback"]
     assert [h["status"] for h in doc["history"]].count("reschedule") == 2
 
 
@@ -226,3 +228,14 @@ def test_history_route(daemon: Daemon) -> None:
     reply = daemon.create({"worker": "w", "date": "2030-01-01", "job": "noop"})
     status, body = daemon.api("GET", f"/tasks/{tid(reply['id'])}/history")
     assert status == 200 and body["history"][0]["status"] == model.WAITING
+
+
+def test_history_keeps_every_transition_of_a_canceled_running_task(daemon: Daemon) -> None:
+    """The client's cancel and the worker's scheduled/canceled all stay, whoever wrote last."""
+    daemon.start_worker("w")
+    for _ in range(3):
+        task_id = daemon.create({"worker": "w", "date": time.time(), "job": {"name": "hang"}})["id"]
+        daemon.wait_status(task_id, "scheduled", timeout=10)
+        daemon.api("POST", f"/tasks/{tid(task_id)}/cancel")
+        doc = daemon.wait_status(task_id, "canceled", timeout=10)
+        assert [h["status"] for h in doc["history"]] == ["waiting", "schedule", "scheduled", "cancel", "canceled"], doc["history"]

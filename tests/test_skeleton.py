@@ -51,8 +51,9 @@ def test_task_due_in_the_past_fires_at_next_tick(daemon: Daemon) -> None:
 
 
 def test_unknown_job_ends_err_with_message(daemon: Daemon) -> None:
-    daemon.start_worker("mailer")
+    # Created before the worker runs (with it running, the create itself gets 422).
     reply = daemon.create({"worker": "mailer", "date": time.time(), "job": {"name": "x"}})
+    daemon.start_worker("mailer")
     doc = daemon.wait_status(reply["id"], {"err", "done"})
     assert doc["status"] == "err"
     assert doc["error"]["message"] == "unknown job 'x' for worker 'mailer'"
@@ -107,3 +108,4 @@ def test_writes_need_the_token(daemon: Daemon) -> None:
     assert daemon.api("POST", "/tasks", body, token="wrong")[0] == 401
     assert daemon.api("POST", "/tasks", body)[0] == 201
     assert daemon.api("GET", "/tasks", token="")[0] == 200  # reads are open by default
+    assert daemon.api("GET", "/tasks", token="wrong")[0] == 401  # ...but a wrong token is refused

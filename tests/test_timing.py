@@ -251,3 +251,15 @@ def test_problem_names_what_is_wrong_with_a_direct_document() -> None:
 def test_transitions() -> None:
     assert model.allowed(None, "waiting") and not model.allowed(None, "done")
     assert model.allowed("scheduled", "done") and not model.allowed("done", "scheduled")
+
+
+def test_cron_runs_never_overlap_and_overlap_skip_drops_occurrences_that_fell_during_a_run() -> None:
+    due = NOW
+    started = NOW + timedelta(seconds=1)
+    finished = NOW + timedelta(minutes=12)  # a run of an every-5-minutes task took 12 minutes
+    wait = task("w", due, cron="*/5 * * * *", timezone="UTC")
+    skip = task("s", due, cron="*/5 * * * *", timezone="UTC", overlap="skip")
+    # wait (default): the occurrence that came due during the run (12:05) runs right after it.
+    assert timing.next_after_run(wait, started=started, finished=finished) == NOW + timedelta(minutes=5)
+    # skip: 12:05 and 12:10 fell during the run; the next is 12:15.
+    assert timing.next_after_run(skip, started=started, finished=finished) == NOW + timedelta(minutes=15)

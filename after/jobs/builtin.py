@@ -8,8 +8,6 @@ import os
 import signal
 from typing import Any
 
-import aiohttp
-
 from after.jobs import JobFailed, JobFunc, TaskContext
 
 #: Output kept per stream of a ``shell`` job; more is cut (and said so) to keep documents small.
@@ -89,6 +87,8 @@ async def http(
     timeout: float = 30.0,
 ) -> dict[str, Any]:
     """Call a URL; result ``{"status", "body"}`` (JSON when the answer is JSON); non-2xx fails."""
+    import aiohttp  # here, not at module level: isolated job processes start faster without it
+
     kwargs: dict[str, Any] = {"headers": headers or {}}
     if isinstance(body, dict | list):
         kwargs["json"] = body
@@ -125,3 +125,7 @@ BUILTINS: dict[str, JobFunc] = {
     "http": http,
     "compact_couchdb": compact_couchdb,
 }
+
+# The built-ins are written to be cancellable (shell kills its process group): inline.
+for _func in BUILTINS.values():
+    _func.__after_isolated__ = False  # type: ignore[attr-defined]

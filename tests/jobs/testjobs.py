@@ -22,13 +22,40 @@ def _append(path: str, line: str) -> None:
         os.close(fd)
 
 
-@job()
+@job(isolated=False)
 async def count(ctx: TaskContext, path: str, sleep: float = 0.0) -> str:
-    """Record this execution (task id, time) in ``path``."""
+    """Record this execution (task id, time, worker pid) in ``path``.
+
+    Inline (not isolated): the exactly-once tests run thousands of these, and the pid
+    recorded must be the worker's.
+    """
     _append(path, f"{ctx.id} {time.time():.6f} {os.getpid()}")
     if sleep:
         await asyncio.sleep(sleep)
     return ctx.id
+
+
+@job()
+def hang_sync(ctx: TaskContext, path: str | None = None, seconds: float = 3600) -> None:
+    """A plain function that never returns in time: only killing its process stops it."""
+    if path:
+        _append(path, f"{ctx.id} {time.time():.6f} {os.getpid()}")
+    time.sleep(seconds)
+
+
+@job()
+def segfault(ctx: TaskContext) -> None:
+    import ctypes
+
+    ctypes.string_at(0)
+
+
+@job(isolated=False)
+def chatter(ctx: TaskContext, lines: int = 100, width: int = 80) -> int:
+    """Print to the worker's log (inline, so the output is the worker's own)."""
+    for i in range(lines):
+        print(f"chatter {ctx.id} line {i:06d} " + "x" * width, flush=True)
+    return lines
 
 
 @job()
@@ -71,3 +98,9 @@ async def report(ctx: TaskContext, steps: int = 3) -> dict[str, Any]:
 @job()
 async def echo(ctx: TaskContext, *args: Any, **kwargs: Any) -> dict[str, Any]:
     return {"args": list(args), "kwargs": kwargs}
+
+
+@job(isolated=False)
+async def crash_worker(ctx: TaskContext) -> None:
+    """Inline, so it takes its whole worker process down (to test supervision)."""
+    os._exit(23)

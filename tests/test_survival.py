@@ -1,0 +1,259 @@
+"""Workers and daemon that survive: supervision, isolation, graceful shutdown, store
+outages, worker logs. Real processes are killed; the real server is stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, WORKER_PASSWORD, WORKER_USER, Couch, Daemon, daemon_env, executions, iso_in, spawn_daemon, tid, wait_until
+
+from after import model
+from after.embedded import ADMIN, EmbeddedCouch, free_port
+
+
+def worker_info(d: Daemon, name: str) -> dict:
+    status, body = d.api("GET", f"/workers/{name}")
+    assert status == 200, body
+    return body
+
+
+# -- supervision -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("retry", "expected"), [(None, "err"), (1, "done")])
+def test_kill_9_worker_mid_job_restarts_it_and_settles_the_task(daemon: Daemon, tmp_path: Path, retry: int | None, expected: str) -> None:
+    first = daemon.start_worker("w")
+    out = tmp_path / "runs"
+    body = {"worker": "w", "date": time.time(), "job": {"name": "count", "arguments": [str(out)], "kwargs": {"sleep": 2}}}
+    if retry is not None:
+        body["retry"] = {"max": retry, "delay": 0}
+    task_id = daemon.create(body)["id"]
+    daemon.wait_status(task_id, "scheduled", timeout=10)
+    os.kill(first["pid"], signal.SIGKILL)
+    doc = daemon.wait_status(task_id, {"done", "err"}, timeout=20)
+    assert doc["status"] == expected, doc
+    if expected == "err":
+        assert doc["error"]["reason"] == "worker died"
+        assert executions(out)[task_id] == 1
+    else:
+        assert executions(out)[task_id] == 2
+    wait_until(lambda: worker_info(daemon, "w")["running"], 10, "worker w to be restarted")
+    info = worker_info(daemon, "w")
+    assert info["pid"] != first["pid"] and info["restarts"] == 1
+    assert "killed by SIGKILL" in info["last_error"]
+
+
+def test_crash_looping_worker_is_reported_not_restarted_at_full_speed(daemon: Daemon) -> None:
+    daemon.start_worker("w", concurrency=1)  # one task at a time: each one is a crash
+    ids = daemon.create([{"worker": "w", "date": time.time(), "job": "crash_worker"} for _ in range(6)])["ids"]
+    wait_until(lambda: worker_info(daemon, "w")["state"] == "crashloop", 40, "crash loop state")
+    status, health = daemon.api("GET", "/health")
+    assert status == 503 and any("w is crash-looping" in r for r in health["reasons"])
+    listed = daemon.cli("list").stdout
+    assert "crashloop" in listed
+    log = daemon.cli("log", "w").stdout
+    assert "exited with 23" in log
+    # Exits were spaced by a growing backoff (0.5, 1, 2, 4 s), not back to back.
+    restarts = worker_info(daemon, "w")["restarts"]
+    assert 5 <= restarts <= 6
+    docs = [daemon.task(i) for i in ids]
+    died = [d for d in docs if d["status"] == "err"]
+    assert len(died) >= 5 and all(d["error"]["reason"] == "worker died" for d in died)
+    # Tasks claimed but never started by the dying worker went back to waiting, unharmed.
+    assert all(d["attempts"] <= 1 for d in docs)
+
+
+# -- isolation ---------------------------------------------------------------------------------------
+
+
+def test_a_job_that_calls_os_exit_costs_only_its_own_task(daemon: Daemon, tmp_path: Path) -> None:
+    info = daemon.start_worker("w", concurrency=4)
+    out = tmp_path / "runs"
+    sibling = {"worker": "w", "date": time.time(), "job": {"name": "count", "arguments": [str(out)], "kwargs": {"sleep": 1.5}}}
+    siblings = daemon.create([sibling] * 3)
+    crash = daemon.create({"worker": "w", "date": time.time() + 0.3, "job": {"name": "crash"}})
+    doc = daemon.wait_status(crash["id"], "err", timeout=15)
+    assert doc["error"]["reason"] == "crashed" and "exited with 17" in doc["error"]["message"]
+    for task_id in siblings["ids"]:
+        daemon.wait_status(task_id, "done", timeout=15)
+    after = worker_info(daemon, "w")
+    assert after["pid"] == info["pid"] and after["restarts"] == 0
+
+
+def test_a_segfaulting_job_costs_only_its_own_task(daemon: Daemon) -> None:
+    daemon.start_worker("w")
+    doc = daemon.wait_status(daemon.create({"worker": "w", "date": time.time(), "job": "segfault"})["id"], "err", timeout=15)
+    assert doc["error"]["reason"] == "crashed" and "SIGSEGV" in doc["error"]["message"]
+    ok = daemon.create({"worker": "w", "date": time.time(), "job": "noop"})
+    daemon.wait_status(ok["id"], "done")
+
+
+def test_a_plain_function_hanging_past_its_timeout_is_killed(daemon: Daemon, tmp_path: Path) -> None:
+    daemon.start_worker("w", concurrency=1)
+    out = tmp_path / "runs"
+    hung = daemon.create({"worker": "w", "date": time.time(), "timeout": 1, "job": {"name": "hang_sync", "arguments": [str(out)]}})
+    doc = daemon.wait_status(hung["id"], "err", timeout=15)
+    assert doc["error"]["reason"] == "timeout"
+    pid = int(out.read_text().split()[2])
+    wait_until(lambda: not Path(f"/proc/{pid}").exists(), 5, "the job's process to be gone")
+    # The single slot is free again.
+    ok = daemon.create({"worker": "w", "date": time.time(), "job": "noop"})
+    daemon.wait_status(ok["id"], "done", timeout=10)
+
+
+# -- graceful shutdown -------------------------------------------------------------------------------
+
+
+def test_sigterm_lets_running_jobs_finish(start_daemon: Callable[..., Daemon], tmp_path: Path) -> None:
+    d = start_daemon("d1")
+    d.start_worker("w")
+    out = tmp_path / "runs"
+    task_id = d.create({"worker": "w", "date": time.time(), "job": {"name": "count", "arguments": [str(out)], "kwargs": {"sleep": 2}}})["id"]
+    d.wait_status(task_id, "scheduled", timeout=10)
+    t0 = time.monotonic()
+    assert d.stop(signal.SIGTERM, timeout=30) == 0
+    assert 1.0 < time.monotonic() - t0 < 15
+    d2 = start_daemon("d1", port=int(d.env["AFTER_PORT"]))
+    doc = d2.task(task_id)
+    assert doc["status"] == "done", doc
+    assert "shutting down" in d.log()
+
+
+@pytest.mark.parametrize(("retry", "expected"), [(None, "err"), (2, "reschedule")])
+def test_sigterm_interrupts_jobs_past_the_shutdown_timeout(start_daemon: Callable[..., Daemon], retry: int | None, expected: str) -> None:
+    d = start_daemon("d1", AFTER_WORKERS_SHUTDOWN_TIMEOUT="1")
+    d.start_worker("w")
+    body: dict = {"worker": "w", "date": time.time(), "job": {"name": "hang"}}
+    if retry:
+        body["retry"] = {"max": retry, "delay": 60}
+    task_id = d.create(body)["id"]
+    d.wait_status(task_id, "scheduled", timeout=10)
+    t0 = time.monotonic()
+    assert d.stop(signal.SIGTERM, timeout=30) == 0
+    assert time.monotonic() - t0 < 10
+    d2 = start_daemon("d1", port=int(d.env["AFTER_PORT"]))
+    doc = d2.task(task_id)
+    assert doc["status"] == expected, doc
+    assert doc["error"]["reason"] == "interrupted"
+
+
+def test_after_stop_with_timeout(daemon: Daemon) -> None:
+    daemon.start_worker("w")
+    task_id = daemon.create({"worker": "w", "date": time.time(), "job": {"name": "hang"}})["id"]
+    daemon.wait_status(task_id, "scheduled", timeout=10)
+    t0 = time.monotonic()
+    daemon.cli("stop", "w", "--timeout", "0.5")
+    assert time.monotonic() - t0 < 8
+    doc = daemon.wait_status(task_id, "err", timeout=5)
+    assert doc["error"]["reason"] == "interrupted"
+
+
+# -- store outage ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def own_couch(tmp_path: Path) -> Iterator[Couch]:
+    """A CouchDB of this test's own, to stop and start."""
+    emb = EmbeddedCouch(tmp_path / "couch")
+    asyncio.run(emb.start())
+    info = Couch(emb.url, ADMIN, emb.admin_password, emb)
+
+    async def prepare() -> None:
+        async with info.store("outage", as_admin=True) as admin:
+            await admin.ensure_user(WORKER_USER, WORKER_PASSWORD, [model.WORKER_ROLE])
+            await admin.setup(create=True)
+
+    asyncio.run(prepare())
+    yield info
+    emb.stop()
+
+
+def test_couchdb_down_for_10s_mid_run_nothing_lost_or_doubled(own_couch: Couch, tmp_path: Path) -> None:
+    assert own_couch.embedded is not None
+    state = tmp_path / "d"
+    d = spawn_daemon(daemon_env(own_couch, "outage", state, free_port()), state)
+    try:
+        d.start_worker("w", concurrency=4)
+        out = tmp_path / "runs"
+        base = time.time() + 1
+        n = 150
+        ids = d.create([{"worker": "w", "date": base + i * 0.08, "job": {"name": "count", "arguments": [str(out)]}} for i in range(n)])["ids"]
+        wait_until(lambda: len(executions(out)) >= 20, 20, "the first runs")
+        own_couch.embedded.pause()
+        time.sleep(3)
+        status, health = d.api("GET", "/health")
+        assert status == 503 and any("store unreachable" in r for r in health["reasons"])
+        time.sleep(7)
+        assert d.proc.poll() is None, "the daemon died during the outage"
+        asyncio.run(own_couch.embedded.resume())
+        wait_until(lambda: all(d.task(i)["status"] == "done" for i in ids), 90, "every task done after the outage")
+        ran = executions(out)
+        assert set(ran) == set(ids) and max(ran.values()) == 1
+        assert d.api("GET", "/health")[0] == 200
+    finally:
+        d.stop()
+
+
+# -- worker logs --------------------------------------------------------------------------------------
+
+
+def test_worker_log_rotates_follows_and_cleans(start_daemon: Callable[..., Daemon], tmp_path: Path) -> None:
+    d = start_daemon("d1", AFTER_WORKERS_LOG_MAX_BYTES="20000", AFTER_WORKERS_LOG_BACKUPS="2")
+    d.start_worker("w")
+    # Into a file, not a pipe: a pipe nobody reads fills at 64 KiB and blocks the follower.
+    followed = tmp_path / "followed.txt"
+    with open(followed, "wb") as sink:
+        follower = subprocess.Popen([sys.executable, "-m", "after", "log", "w", "-f", "-n", "5"], env=d.env, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        time.sleep(1)
+        task_id = d.create({"worker": "w", "date": time.time(), "job": {"name": "chatter", "kwargs": {"lines": 600}}})["id"]
+        d.wait_status(task_id, "done", timeout=20)
+        logs = d.state / "logs"
+        wait_until(lambda: (logs / "w.log.1").exists(), 10, "a rotation")
+        assert not (logs / "w.log.3").exists()  # two backups kept
+        assert (logs / "w.log").stat().st_size < 20000 + 200
+        time.sleep(1.5)
+    finally:
+        follower.terminate()
+        follower.wait(timeout=10)
+    output = followed.read_text()
+    # The follower saw the first and the last line, across the rotations.
+    assert f"chatter {task_id} line 000000" in output
+    assert f"chatter {task_id} line 000599" in output
+    d.cli("clean", "w")
+    assert (d.state / "logs" / "w.log").stat().st_size == 0
+    # The worker keeps logging into the cleaned file.
+    task_id = d.create({"worker": "w", "date": time.time(), "job": {"name": "chatter", "kwargs": {"lines": 3}}})["id"]
+    d.wait_status(task_id, "done")
+    wait_until(lambda: f"chatter {task_id} line 000002" in d.cli("log", "w").stdout, 5, "new lines after clean")
+
+
+def test_invalid_jobs_module_fails_start_clearly(daemon: Daemon) -> None:
+    status, body = daemon.api("POST", "/workers/w", {"jobs": ["no_such_module_xyz"]})
+    assert status == 400
+    assert "no_such_module_xyz" in body["message"]
+    res = daemon.cli("start", "w2", "--jobs", "no_such_module_xyz", check=False)
+    assert res.returncode == 1 and "no_such_module_xyz" in res.stderr
+
+
+def test_workers_come_back_with_the_daemon(start_daemon: Callable[..., Daemon]) -> None:
+    d = start_daemon("d1")
+    d.start_worker("a", concurrency=3)
+    d.start_worker("b")
+    d.cli("stop", "b")
+    d.stop()
+    d2 = start_daemon("d1", port=int(d.env["AFTER_PORT"]))
+    wait_until(lambda: worker_info(d2, "a")["running"], 15, "worker a back")
+    assert worker_info(d2, "a")["concurrency"] == 3
+    assert d2.api("GET", "/workers/b")[0] == 404
+    task_id = d2.create({"worker": "a", "date": iso_in(0), "job": "noop"})["id"]
+    d2.wait_status(task_id, "done")
+    _ = tid
