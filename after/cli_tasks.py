@@ -1,13 +1,22 @@
-"""``after task add|ls|show|cancel|reschedule|rm``: task commands over the REST API."""
+"""``after task add|ls|show|cancel|reschedule|rm``: task commands over the REST API.
+
+Everything goes through the daemon's REST port (the same routes, validation and errors
+curl gets), with the token read from the state directory. Every command takes ``--json``
+for the daemon's answer as it is, for scripts; without it, one short line per item.
+Errors print ``after: <the daemon's message> (HTTP <status>)`` and exit 1.
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import click
 
+from after import model
 from after.cli import Api, fail, load_settings, out_json
 
 
@@ -20,8 +29,25 @@ def _path(task_id: str) -> str:
 
 
 def _line(t: dict[str, Any]) -> str:
-    job = (t.get("job") or {}).get("name", "?")
-    return f"{t['_id']:<42} {t.get('status', '?'):<10} {t.get('date', ''):<25} {t.get('worker', ''):<12} {job}"
+    job = t.get("job")
+    name = job.get("name", "?") if isinstance(job, dict) else str(job)
+    return f"{t['_id']:<42} {t.get('status', '?'):<10} {t.get('date', '')!s:<25} {t.get('worker', '')!s:<12} {name}"
+
+
+def _date(value: str) -> Any:
+    """Epoch seconds as a number (the daemon takes both), anything else as text it parses."""
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _json_flag(help_text: str) -> Callable[[F], F]:
+    """``--json``: every task command has it, for scripts."""
+    return click.option("--json", "as_json", is_flag=True, help=help_text)
 
 
 @click.group()
@@ -36,12 +62,13 @@ def task() -> None:
 @click.option("--date", "date", default=None, help="When due: ISO 8601, epoch seconds or YYYY-MM-DD (default: now).")
 @click.option("--cron", default=None, help="Repeat on this cron expression.")
 @click.option("--timezone", default=None, help="Time zone of the cron expression (e.g. Europe/Lisbon).")
-@click.option("--priority", type=int, default=None)
+@click.option("--priority", type=int, default=None, help="Higher first among tasks due in the same second.")
 @click.option("--timeout", type=float, default=None, help="Seconds before the job is killed.")
 @click.option("--retry", type=int, default=None, help="Retries after a failure.")
+@click.option("--id", "task_id", default=None, help="The task's id (default: a new uuid).")
 @click.option("--kwargs", "kwargs_json", default=None, help="Keyword arguments as a JSON object.")
 @click.option("--json-args", is_flag=True, help="Parse each argument as JSON (numbers, lists...).")
-@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@_json_flag("JSON output: {id, rev, task}.")
 @click.pass_context
 def add(
     ctx: click.Context,
@@ -54,25 +81,24 @@ def add(
     priority: int | None,
     timeout: float | None,
     retry: int | None,
+    task_id: str | None,
     kwargs_json: str | None,
     json_args: bool,
     as_json: bool,
 ) -> None:
-    """Schedule JOB on WORKER with ARGUMENTS."""
+    """Schedule JOB on WORKER with ARGUMENTS; prints the new task's id."""
     try:
         args: list[Any] = [json.loads(a) for a in arguments] if json_args else list(arguments)
         kwargs = json.loads(kwargs_json) if kwargs_json else {}
     except ValueError as exc:
         raise click.BadParameter(f"not JSON: {exc}") from None
     body: dict[str, Any] = {"worker": worker, "job": {"name": job, "arguments": args, "kwargs": kwargs}}
-    for key, value in (("cron", cron), ("timezone", timezone), ("priority", priority), ("timeout", timeout), ("retry", retry)):
+    for key, value in (("id", task_id), ("cron", cron), ("timezone", timezone), ("priority", priority), ("timeout", timeout), ("retry", retry)):
         if value is not None:
             body[key] = value
     if date is not None:
-        body["date"] = float(date) if date.replace(".", "", 1).isdigit() else date
+        body["date"] = _date(date)
     elif cron is None:
-        import time
-
         body["date"] = time.time()
     reply = _api(ctx).request("POST", "/tasks", body=body)
     if as_json:
@@ -82,14 +108,14 @@ def add(
 
 
 @task.command(name="ls")
-@click.option("--status", default=None)
-@click.option("--worker", default=None)
-@click.option("--job", default=None)
-@click.option("--from", "due_from", default=None, help="Due at or after.")
+@click.option("--status", type=click.Choice(model.STATUSES), default=None, help="Only this status.")
+@click.option("--worker", default=None, help="Only this worker's tasks.")
+@click.option("--job", default=None, help="Only this job name.")
+@click.option("--from", "due_from", default=None, help="Due at or after (ISO 8601 or epoch seconds).")
 @click.option("--to", "due_to", default=None, help="Due at or before.")
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
-@click.option("--cursor", default=None, help="Continue after a previous page.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--cursor", default=None, help="Continue after a previous page (same filters).")
+@_json_flag("JSON output: {tasks, next}.")
 @click.pass_context
 def ls(
     ctx: click.Context,
@@ -102,11 +128,9 @@ def ls(
     cursor: str | None,
     as_json: bool,
 ) -> None:
-    """List tasks by due date."""
-    params = {
-        k: v for k, v in {"status": status, "worker": worker, "job": job, "from": due_from, "to": due_to, "limit": str(limit), "cursor": cursor}.items() if v
-    }
-    reply = _api(ctx).request("GET", "/tasks", params=params)
+    """List tasks by due date: id, status, date, worker, job. The cursor of the next page goes to stderr."""
+    query = {"status": status, "worker": worker, "job": job, "from": due_from, "to": due_to, "limit": str(limit), "cursor": cursor}
+    reply = _api(ctx).request("GET", "/tasks", params={k: v for k, v in query.items() if v})
     if as_json:
         out_json(reply)
         return
@@ -118,41 +142,51 @@ def ls(
 
 @task.command()
 @click.argument("task_id")
+@_json_flag("JSON output (what show always prints).")
 @click.pass_context
-def show(ctx: click.Context, task_id: str) -> None:
-    """Print one task as stored (JSON)."""
+def show(ctx: click.Context, task_id: str, as_json: bool) -> None:
+    """Print one task as stored (JSON), with next_runs and notice."""
     out_json(_api(ctx).request("GET", _path(task_id)))
 
 
 @task.command()
 @click.argument("task_id")
-@click.option("--json", "as_json", is_flag=True)
+@_json_flag("JSON output: the task.")
 @click.pass_context
 def cancel(ctx: click.Context, task_id: str, as_json: bool) -> None:
     """Cancel a task (a running one is stopped)."""
     reply = _api(ctx).request("POST", _path(task_id) + "/cancel")
-    out_json(reply) if as_json else click.echo(f"{reply['_id']} {reply['status']}")
+    if as_json:
+        out_json(reply)
+    else:
+        click.echo(f"{reply['_id']} {reply['status']}")
 
 
 @task.command()
 @click.argument("task_id")
 @click.argument("date")
-@click.option("--json", "as_json", is_flag=True)
+@_json_flag("JSON output: the task.")
 @click.pass_context
 def reschedule(ctx: click.Context, task_id: str, date: str, as_json: bool) -> None:
     """Run a task again at DATE (ISO 8601 or epoch seconds)."""
-    when: Any = float(date) if date.replace(".", "", 1).isdigit() else date
-    reply = _api(ctx).request("POST", _path(task_id) + "/reschedule", body={"date": when})
-    out_json(reply) if as_json else click.echo(f"{reply['_id']} {reply['status']} {reply['date']}")
+    reply = _api(ctx).request("POST", _path(task_id) + "/reschedule", body={"date": _date(date)})
+    if as_json:
+        out_json(reply)
+    else:
+        click.echo(f"{reply['_id']} {reply['status']} {reply['date']}")
 
 
 @task.command()
 @click.argument("task_id")
+@_json_flag("JSON output: {deleted}.")
 @click.pass_context
-def rm(ctx: click.Context, task_id: str) -> None:
-    """Delete a task."""
-    _api(ctx).request("DELETE", _path(task_id))
-    click.echo(f"{task_id} deleted")
+def rm(ctx: click.Context, task_id: str, as_json: bool) -> None:
+    """Delete a task (not while it runs)."""
+    reply = _api(ctx).request("DELETE", _path(task_id))
+    if as_json:
+        out_json(reply)
+    else:
+        click.echo(f"{reply['deleted']} deleted")
 
 
 __all__ = ["fail", "task"]

@@ -12,37 +12,70 @@ from __future__ import annotations
 import base64
 import builtins
 import json
-from collections.abc import Callable, Mapping, Sequence
+import re
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from after import model, timing
 from after.config import Settings
-from after.errors import Conflict, InvalidInput, NotFound
+from after.errors import Conflict, InvalidInput, NotFound, Unprocessable
 from after.store import Store
 
+#: ``jobs_of(worker)``: the job names a worker declared, or None when not known here.
+JobsOf = Callable[[str], Collection[str] | None]
+
 MAX_LIST = 1000
+#: A filtered listing (worker, job) reads at most this many index rows per page, so a
+#: filter that matches almost nothing cannot make one request scan the whole database:
+#: the page comes back short, with a cursor to go on.
+MAX_SCAN = 20 * MAX_LIST
+#: Sorts after every JSON value in CouchDB's collation: the open upper end of a range,
+#: and appended to a key, the smallest key strictly after it.
+HIGH: dict[str, Any] = {}
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def encode_cursor(key: Any) -> str:
-    return base64.urlsafe_b64encode(json.dumps(key).encode()).decode().rstrip("=")
+def encode_cursor(data: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data, separators=(",", ":")).encode()).decode().rstrip("=")
 
 
 def decode_cursor(cursor: str) -> Any:
     try:
         pad = "=" * (-len(cursor) % 4)
         return json.loads(base64.urlsafe_b64decode(cursor + pad))
-    except ValueError:
+    except (ValueError, RecursionError):
         raise InvalidInput("cursor: not a cursor this server gave out", field="cursor") from None
 
 
 def task_id(raw: str) -> str:
     """Accept ids with or without the ``task:`` prefix."""
     return raw if raw.startswith("task:") else f"task:{raw}"
+
+
+_EPOCH = re.compile(r"-?[0-9]{1,12}(\.[0-9]{1,9})?")
+
+
+def query_date(value: Any) -> Any:
+    """A date from a query string: epoch seconds arrive as text there (``?from=1767225600``)."""
+    if isinstance(value, str) and _EPOCH.fullmatch(value.strip()):
+        return float(value)
+    return value
+
+
+def valid_name(name: object) -> bool:
+    """A worker name: letters, digits, ``_ . @ -``, at most 64. The whole string, so a
+    trailing newline (which ``$`` lets through) is refused: names become file names."""
+    return isinstance(name, str) and model._NAME.fullmatch(name) is not None
+
+
+def check_rev(doc: Mapping[str, Any], rev: str | None) -> None:
+    """With ``rev`` (the client's ``If-Match``), refuse to act on a task that changed since it was read."""
+    if rev is not None and doc.get("_rev") != rev:
+        raise Conflict(f"stale revision: task {doc.get('_id')!r} is at revision {doc.get('_rev')}, not {rev}", field="rev")
 
 
 class Tasks:
@@ -56,27 +89,49 @@ class Tasks:
     def _limit(self) -> int:
         return self.settings.scheduler_history_limit
 
-    async def create(self, bodies: Sequence[Any]) -> list[dict[str, Any]]:
-        """Validate every task first (nothing is stored if one is invalid), then one bulk write."""
+    async def create(self, bodies: Sequence[Any], *, jobs_of: JobsOf | None = None) -> list[dict[str, Any]]:
+        """Validate every task first (nothing is stored if one is invalid), then one bulk write.
+
+        ``jobs_of(worker)`` gives the jobs a worker declared (None when unknown, e.g. the
+        worker runs on another host): a task naming a job its worker does not have is
+        refused with 422 now, rather than accepted and ended ``err`` when it fires.
+        Explicit ids that exist already are refused (409) before anything is written.
+        """
         now = self.clock()
         docs = []
+        many = len(bodies) > 1
         for i, body in enumerate(bodies):
             try:
-                docs.append(model.new_task(body, now=now, by=self.by, history_limit=self._limit))
+                doc = model.new_task(body, now=now, by=self.by, history_limit=self._limit)
+                if not valid_name(doc["worker"]):
+                    raise InvalidInput(f"worker: invalid name {doc['worker']!r} (letters, digits, _ . @ -)", field="worker")
+                if jobs_of is not None:
+                    known = jobs_of(doc["worker"])
+                    name = doc["job"]["name"]
+                    if known is not None and name not in known:
+                        raise Unprocessable(
+                            f"job.name: worker {doc['worker']!r} has no job {name!r} (its jobs: {', '.join(sorted(known)) or 'none'})", field="job.name"
+                        )
+                docs.append(doc)
             except InvalidInput as exc:
-                if len(bodies) > 1:
+                if many:
                     exc.message = f"task {i}: {exc.message}"
                     exc.field = f"[{i}].{exc.field}" if exc.field else f"[{i}]"
                 raise
         ids = [d["_id"] for d in docs]
         if len(set(ids)) != len(ids):
             raise InvalidInput("id: the same id is given twice", field="id")
+        given = [d["_id"] for d, body in zip(docs, bodies, strict=True) if isinstance(body, Mapping) and ("id" in body or "_id" in body)]
+        if given:
+            existing = await self.store.get_many(given)
+            if existing:
+                raise Conflict(f"a task with id {sorted(existing)[0]!r} exists already", field="id")
         results = await self.store.write_many(docs)
         out = []
         for doc in docs:
             res = results[doc["_id"]]
             if isinstance(res, Conflict):
-                raise Conflict(f"a task with id {doc['_id']!r} exists already")
+                raise Conflict(f"a task with id {doc['_id']!r} exists already", field="id")
             if not isinstance(res, dict):
                 raise res
             out.append(res)
@@ -88,9 +143,10 @@ class Tasks:
             raise NotFound(f"no task {raw_id!r}")
         return doc
 
-    async def _intent(self, raw_id: str, change: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
+    async def _intent(self, raw_id: str, change: Callable[[dict[str, Any]], dict[str, Any]], rev: str | None = None) -> dict[str, Any]:
         for _ in range(5):
             doc = await self.get(raw_id)
+            check_rev(doc, rev)
             new = change(dict(doc))
             try:
                 return await self.store.put(new)
@@ -98,9 +154,10 @@ class Tasks:
                 continue
         raise Conflict(f"task {raw_id!r} keeps changing; try again")
 
-    async def cancel(self, raw_id: str) -> dict[str, Any]:
+    async def cancel(self, raw_id: str, *, rev: str | None = None) -> dict[str, Any]:
         """Ask for cancellation: a waiting task is acknowledged ``canceled`` by the next tick;
-        a running one is stopped by its worker, which acknowledges it."""
+        a running one is stopped by its worker, which acknowledges it. With ``rev``, only
+        if the task is still at that revision (409 otherwise)."""
 
         def change(doc: dict[str, Any]) -> dict[str, Any]:
             status = doc.get("status")
@@ -110,10 +167,11 @@ class Tasks:
                 return doc
             return model.set_status(doc, model.CANCEL, self.by, self.clock(), limit=self._limit)
 
-        return await self._intent(raw_id, change)
+        return await self._intent(raw_id, change, rev)
 
-    async def reschedule(self, raw_id: str, date: Any) -> dict[str, Any]:
-        """Run again at ``date`` (also a rerun of a finished task). Not while it runs."""
+    async def reschedule(self, raw_id: str, date: Any, *, rev: str | None = None) -> dict[str, Any]:
+        """Run again at ``date`` (also a rerun of a finished task). Not while it runs.
+        With ``rev``, only if the task is still at that revision (409 otherwise)."""
         when = timing.parse_date(date)
 
         def change(doc: dict[str, Any]) -> dict[str, Any]:
@@ -124,13 +182,21 @@ class Tasks:
             doc["attempts"] = 0
             return model.set_status(doc, model.RESCHEDULE, self.by, self.clock(), limit=self._limit)
 
-        return await self._intent(raw_id, change)
+        return await self._intent(raw_id, change, rev)
 
-    async def delete(self, raw_id: str) -> None:
+    async def delete(self, raw_id: str, *, rev: str | None = None) -> None:
+        """Remove a task (a CouchDB deletion: replicated as such). Not while it runs."""
         doc = await self.get(raw_id)
+        check_rev(doc, rev)
         if doc.get("status") in model.HELD:
             raise Conflict("task is running; cancel it first")
-        await self.store.delete(doc["_id"], doc["_rev"])
+        # The tombstone keeps the worker, so /events can tell that worker's watchers.
+        tombstone = {"_id": doc["_id"], "_rev": doc["_rev"], "_deleted": True, "type": "task", "worker": doc.get("worker")}
+        res = (await self.store.write_many([tombstone]))[doc["_id"]]
+        if isinstance(res, Conflict):
+            raise Conflict(f"task {raw_id!r} changed meanwhile; read it again", field="rev")
+        if not isinstance(res, dict):
+            raise res
 
     async def list(
         self,
@@ -143,49 +209,66 @@ class Tasks:
         limit: int = 50,
         cursor: str | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
-        """Tasks by due date (ascending), filtered; ``next`` is a cursor or None at the end.
+        """Tasks by due date (ascending, then id), filtered; ``next`` is a cursor, None at the end.
 
-        Paging is by view key (stable under inserts): the cursor is the last key returned.
+        Paging is by view key, never by offset: the cursor holds the last key returned and
+        the next page starts strictly after it, so tasks created, changed or deleted
+        between two requests never shift a page (no task is shown twice or skipped
+        because another one moved). A cursor is bound to the filters it was made for.
+        ``status`` and the due range are index ranges (``by_status``, ``by_date``);
+        ``worker`` and ``job`` are matched on the documents read, at most
+        :data:`MAX_SCAN` rows per page.
         """
         if status is not None and status not in model.STATUSES:
             raise InvalidInput(f"status: expected one of {', '.join(model.STATUSES)}", field="status")
         if not 1 <= limit <= MAX_LIST:
             raise InvalidInput(f"limit: expected 1..{MAX_LIST}", field="limit")
-        lo = timing.fmt(timing.parse_date(due_from, field="from")) if due_from else ""
-        hi = timing.fmt(timing.parse_date(due_to, field="to")) if due_to else "\ufff0"
-        if status:
-            view, start, end = "by_status", [status, lo], [status, hi, {}]
-        else:
-            view, start, end = "by_date", [lo], [hi, {}]
-        skip = 0
+        lo = timing.fmt(timing.parse_date(query_date(due_from), field="from")) if due_from else None
+        hi = timing.fmt(timing.parse_date(query_date(due_to), field="to")) if due_to else None
+        prefix: builtins.list[Any] = [status] if status else []
+        view = "by_status" if status else "by_date"
+        start: builtins.list[Any] = [*prefix, lo] if lo is not None else list(prefix)
+        end: builtins.list[Any] = [*prefix, hi, HIGH] if hi is not None else [*prefix, HIGH]
+        bound = [view, worker, job, lo, hi]
         if cursor:
-            start = decode_cursor(cursor)
-            skip = 1
-        out: list[dict[str, Any]] = []
-        last_key: Any = None
+            data = decode_cursor(cursor)
+            key_len = len(prefix) + 2
+            if not (isinstance(data, dict) and isinstance(data.get("k"), builtins.list) and len(data["k"]) == key_len):
+                raise InvalidInput("cursor: not a cursor this server gave out", field="cursor")
+            if data.get("q") != bound:
+                raise InvalidInput("cursor: made for other filters; repeat the first request's filters", field="cursor")
+            start = [*data["k"], HIGH]  # strictly after the last key returned
+        # Unfiltered, one row more than asked says whether another page follows.
+        page = min(max(limit * 2, 100), MAX_LIST) if worker or job else limit + 1
+        extra = {"reduce": False} if view == "by_status" else {}
+        out: builtins.list[dict[str, Any]] = []
+        resume: Any = None  # the key the next page starts after
+        more = False
         scanned = 0
-        while len(out) < limit and scanned < 20 * MAX_LIST:
-            page = max(limit * 2, 100)
-            extra = {"reduce": False} if view == "by_status" else {}
-            reply = await self.store.view(view, startkey=start, endkey=end, include_docs=True, limit=page, skip=skip, **extra)
+        while True:
+            reply = await self.store.view(view, startkey=start, endkey=end, include_docs=True, limit=page, **extra)
             rows = reply.get("rows", [])
             scanned += len(rows)
             for row in rows:
                 doc = row.get("doc") or {}
-                last_key = row["key"]
-                if worker and doc.get("worker") != worker:
+                if (worker and doc.get("worker") != worker) or (job and (doc.get("job") or {}).get("name") != job):
                     continue
-                if job and (doc.get("job") or {}).get("name") != job:
-                    continue
-                out.append(doc)
                 if len(out) == limit:
+                    more = True  # a matching row beyond this page
                     break
-            if len(rows) < page:
-                if len(out) < limit:
-                    return out, None
-                break
-            start, skip = last_key, 1
-        return out, (encode_cursor(last_key) if last_key is not None else None)
+                out.append(doc)
+                resume = row["key"]
+            else:
+                if len(rows) < page:
+                    break  # the end of the range
+                if scanned >= MAX_SCAN:
+                    more, resume = True, rows[-1]["key"]  # a short page; go on from here
+                    break
+                start = [*rows[-1]["key"], HIGH]
+                continue
+            break
+        nxt = encode_cursor({"k": resume, "q": bound}) if more and resume is not None else None
+        return out, nxt
 
     async def history(self, raw_id: str) -> builtins.list[Mapping[str, Any]]:
         doc = await self.get(raw_id)

@@ -1,4 +1,9 @@
-"""The HTTP API: one aiohttp application on one port (routes in :mod:`after.api.routes`)."""
+"""The HTTP API: one aiohttp application on one port (routes in :mod:`after.api.routes`).
+
+The daemon builds it with :func:`create_app` and owns what it is given (store,
+supervisor, scheduler); the application only reads them, so the same handlers serve a
+daemon and a test alike.
+"""
 
 from __future__ import annotations
 
@@ -40,10 +45,11 @@ def create_app(
     """Build the application. The daemon owns the store, supervisor and scheduler lifecycles."""
     from after.api import metrics, routes
 
-    app = web.Application(
-        middlewares=[middleware.errors, middleware.auth],
-        client_max_size=settings.server_max_body_bytes,
-    )
+    chain: list[Any] = [middleware.errors, middleware.auth]
+    if settings.server_cors_origins:
+        # Outermost: a preflight is answered before anything else looks at the request.
+        chain.insert(0, middleware.cors(settings.server_cors_origins))
+    app = web.Application(middlewares=chain, client_max_size=settings.server_max_body_bytes)
     app[SETTINGS] = settings
     app[STORE] = store
     app[TASKS] = Tasks(store, settings, by="api")
@@ -60,17 +66,5 @@ def create_app(
     routes.install(app)
     metrics.install(app)
     if settings.server_cors_origins:
-        app.on_response_prepare.append(_cors(settings.server_cors_origins))
+        app.on_response_prepare.append(middleware.cors_headers)
     return app
-
-
-def _cors(origins: list[str]) -> Any:
-    async def add_headers(request: web.Request, response: web.StreamResponse) -> None:
-        origin = request.headers.get("Origin")
-        if origin and ("*" in origins or origin in origins):
-            response.headers["Access-Control-Allow-Origin"] = origin
-            response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type, Last-Event-ID"
-            response.headers["Access-Control-Allow-Methods"] = "GET, POST, DELETE, OPTIONS"
-            response.headers["Vary"] = "Origin"
-
-    return add_headers

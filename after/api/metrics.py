@@ -1,4 +1,16 @@
-"""``GET /metrics``: Prometheus text, through prometheus-client, one registry per app."""
+"""``GET /metrics``: Prometheus text, through prometheus-client, one registry per app.
+
+One registry per application (not the library's global one) so that several apps in
+one process (tests, the in-process scheduler) never share or double-register series.
+
+Two kinds of series:
+
+- pushed as they happen, by observers the scheduler, supervisor and store call:
+  fire lag, tick duration, dispatched and finished tasks per worker and job, store
+  request latency;
+- read when scraped: tasks by status (one reduce query on the ``by_status`` view),
+  scheduler actions, worker restarts and liveness.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +25,11 @@ from after.errors import StoreUnavailable
 REGISTRY: web.AppKey[CollectorRegistry] = web.AppKey("metrics_registry", CollectorRegistry)
 RENDER: web.AppKey[Callable[[], Awaitable[bytes]]] = web.AppKey("metrics_render")
 _LAG_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0)
+_STORE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 def install(app: web.Application) -> None:
+    """Create the registry and hook the observers; the render function runs at each scrape."""
     from after.api import SCHEDULER, STORE, SUPERVISOR
 
     reg = CollectorRegistry()
@@ -26,23 +40,33 @@ def install(app: web.Application) -> None:
     actions = Counter(
         "after_scheduler_actions_total", "Scheduler actions by kind (fired, lost, recovered, expired, missed, canceled, invalid)", ["kind"], registry=reg
     )
-    finished = Counter("after_tasks_finished_total", "Tasks a worker of this daemon finished, by worker and status", ["worker", "status"], registry=reg)
-    restarts = Gauge("after_worker_restarts", "Restarts of each worker process", ["worker"], registry=reg)
+    dispatched = Counter("after_tasks_dispatched_total", "Tasks this daemon claimed and handed to a worker, by worker and job", ["worker", "job"], registry=reg)
+    finished = Counter(
+        "after_tasks_finished_total",
+        "Attempts a worker of this daemon finished, by worker, job and the status written (done, err, reschedule for a retry or the next cron run, canceled)",
+        ["worker", "job", "status"],
+        registry=reg,
+    )
+    restarts = Gauge("after_worker_restarts", "Restarts of each worker process since it was started", ["worker"], registry=reg)
     running = Gauge("after_worker_running", "1 when the worker process runs", ["worker"], registry=reg)
-    store_latency = Histogram("after_store_request_seconds", "CouchDB request latency by verb", ["verb"], buckets=_LAG_BUCKETS, registry=reg)
+    store_latency = Histogram("after_store_request_seconds", "CouchDB request latency by verb", ["verb"], buckets=_STORE_BUCKETS, registry=reg)
+
+    def on_dispatch(seconds: float, worker: str, job: str) -> None:
+        lag.labels(worker, job).observe(seconds)
+        dispatched.labels(worker, job).inc()
 
     sched = app[SCHEDULER]
-    sched.lag_observers.append(lambda seconds, worker, job: lag.labels(worker, job).observe(seconds))
+    sched.lag_observers.append(on_dispatch)
     sched.tick_observers.append(tick.observe)
     app[STORE].observers.append(lambda verb, seconds: store_latency.labels(verb).observe(seconds))
-    app[SUPERVISOR].finish_observers.append(lambda worker, status: finished.labels(worker, status or "unknown").inc())
+    app[SUPERVISOR].finish_observers.append(lambda worker, job, status: finished.labels(worker, job, status or "unknown").inc())
     seen: dict[str, int] = {}
 
     async def render() -> bytes:
         try:
             counts = await app[STORE].count_by_status()
         except StoreUnavailable:
-            counts = None
+            counts = None  # keep the last values; /health says the store is down
         if counts is not None:
             for status in model.STATUSES:
                 tasks.labels(status).set(counts.get(status, 0))

@@ -1,4 +1,4 @@
-"""The one place HTTP errors and credentials are handled.
+"""The one place HTTP errors, credentials and CORS are handled.
 
 ``errors`` maps every :class:`after.errors.AfterError` (and aiohttp's own HTTP errors:
 unknown route, wrong method, body too large) to the one JSON error shape
@@ -6,7 +6,12 @@ unknown route, wrong method, body too large) to the one JSON error shape
 generic message, logged with its traceback on the server, never sent to the client.
 
 ``auth`` requires ``Authorization: Bearer <token>`` on every write (and on reads when
-``server.protect_reads`` is set), compared in constant time.
+``server.protect_reads`` is set), compared in constant time. Neither the token nor the
+header is ever logged: the daemon runs without an access log, and no message here
+repeats what the client sent as credentials.
+
+``cors`` answers preflight requests and is installed only when ``server.cors_origins``
+lists origins: by default a browser page from another origin cannot read the API.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 from aiohttp import web
@@ -24,6 +29,7 @@ from after.errors import AfterError, InvalidInput, TooLarge, Unauthorized, Unsup
 log = logging.getLogger("after.api")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 _HTTP_CODES = {
     400: "invalid",
@@ -37,8 +43,14 @@ _HTTP_CODES = {
     422: "unprocessable",
 }
 
-#: Paths readable without a token even with server.protect_reads (liveness probes, the UI shell).
-PUBLIC_READS = ("/health", "/ui", "/openapi.json", "/docs")
+#: Readable without a token even with server.protect_reads: liveness probes, the spec and
+#: its page, the UI shell (its API calls carry the token). Exact paths, or a prefix
+#: ending in "/".
+PUBLIC_READS = ("/health", "/openapi.json", "/docs", "/ui", "/ui/")
+
+
+def is_public(path: str) -> bool:
+    return path in PUBLIC_READS or path.startswith("/ui/")
 
 
 def error_response(status: int, code: str, message: str, field: str | None = None, headers: dict[str, str] | None = None) -> web.Response:
@@ -55,7 +67,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except AfterError as exc:
         if exc.status >= 500:
             log.warning("%s %s: %s", request.method, request.path, exc.message)
-        return error_response(exc.status, exc.code, exc.message, exc.field)
+        headers = {"WWW-Authenticate": 'Bearer realm="after"'} if exc.status == 401 else None
+        return error_response(exc.status, exc.code, exc.message, exc.field, headers=headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -80,6 +93,11 @@ MAX_BODY: web.AppKey[int] = web.AppKey("max_body", int)
 
 
 def check_token(request: web.Request) -> None:
+    """Raise 401 unless the request carries the bearer token.
+
+    ``hmac.compare_digest`` takes the same time wherever the first differing byte is,
+    so the token cannot be guessed byte by byte from response times.
+    """
     expected = request.app[TOKEN]
     header = request.headers.get("Authorization", "")
     scheme, _, given = header.partition(" ")
@@ -92,11 +110,64 @@ def check_token(request: web.Request) -> None:
 @web.middleware
 async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.method in ("GET", "HEAD", "OPTIONS"):
-        if request.app[PROTECT_READS] and request.method != "OPTIONS" and not request.path.startswith(PUBLIC_READS):
+        if request.app[PROTECT_READS] and request.method != "OPTIONS" and not is_public(request.path):
+            check_token(request)
+        elif "Authorization" in request.headers and request.method != "OPTIONS":
+            # Open reads still refuse a wrong token: a client (the UI's sign-in, a script)
+            # learns at once that its token is wrong, not at its first write.
             check_token(request)
     else:
         check_token(request)
     return await handler(request)
+
+
+def cors(origins: Collection[str]) -> Middleware:
+    """Answer CORS preflights for the listed origins (``*`` for any) and mark their responses.
+
+    Only installed when ``server.cors_origins`` is set. Credentials travel in the
+    ``Authorization`` header, never in cookies, so ``Allow-Credentials`` is not sent.
+    """
+    allowed = frozenset(origins)
+
+    def allow(request: web.Request) -> str | None:
+        origin = request.headers.get("Origin")
+        return origin if origin and ("*" in allowed or origin in allowed) else None
+
+    def headers_for(origin: str) -> dict[str, str]:
+        return {
+            "Access-Control-Allow-Origin": origin,
+            "Access-Control-Allow-Headers": "Authorization, Content-Type, Last-Event-ID, If-Match",
+            "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
+            "Access-Control-Max-Age": "600",
+            "Vary": "Origin",
+        }
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        origin = allow(request)
+        if request.method == "OPTIONS" and origin and "Access-Control-Request-Method" in request.headers:
+            return web.Response(status=204, headers=headers_for(origin))
+        if origin is not None:
+            request[_ORIGIN] = origin
+        return await handler(request)
+
+    return middleware
+
+
+_ORIGIN = "after.cors_origin"
+
+
+async def cors_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: CORS headers on every answer to an allowed origin (errors and streams included)."""
+    origin = request.get(_ORIGIN)
+    if origin:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Expose-Headers"] = "ETag"
+        response.headers["Vary"] = "Origin"
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 async def read_json(request: web.Request, *, required: bool = True) -> Any:
@@ -117,6 +188,9 @@ async def read_json(request: web.Request, *, required: bool = True) -> Any:
             raise InvalidInput("body: a JSON body is required", field="body")
         return None
     try:
-        return json.loads(raw)
+        # NaN and Infinity are Python's extensions, not JSON: CouchDB could not store them.
+        return json.loads(raw, parse_constant=_no_constants)
     except ValueError as exc:
         raise InvalidInput(f"body: malformed JSON: {exc}", field="body") from None
+    except RecursionError:
+        raise InvalidInput("body: JSON nested too deeply", field="body") from None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -17,6 +18,7 @@ from after import __version__, logfiles, model, timing
 from after.api import EVENTS, EXTRA, SCHEDULER, SETTINGS, STARTED, STORE, SUPERVISOR, TASKS, UI_DIR, events
 from after.api.middleware import read_json
 from after.errors import AfterError, InvalidInput, NotFound, StoreUnavailable
+from after.service import task_id, valid_name
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -32,6 +34,14 @@ class RouteSpec:
     query: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     responses: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     tag: str = "tasks"
+    #: Header parameters the handler reads (documented like query parameters).
+    headers: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    #: The handler reads or writes CouchDB, so it can answer 503 when the store is down.
+    store: bool = True
+    #: Schemas of path parameters (default: any string).
+    path_params: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    #: False when the body may be left out (POST /workers/{name}).
+    body_required: bool = True
 
 
 ROUTES: list[RouteSpec] = []
@@ -52,20 +62,82 @@ def route(
     *,
     body: dict[str, Any] | None = None,
     query: list[dict[str, Any]] | None = None,
+    headers: list[dict[str, Any]] | None = None,
     responses: dict[str, dict[str, Any]] | None = None,
     tag: str = "tasks",
+    store: bool = True,
+    body_required: bool = True,
 ) -> Callable[[Handler], Handler]:
+    """Register a handler and its OpenAPI description in one place: the router and the spec
+    are built from the same :data:`ROUTES`, so they cannot name different routes."""
+
     def decorate(handler: Handler) -> Handler:
+        path_params = {"name": WORKER_NAME} if "{name}" in path else {}
         ROUTES.append(
-            RouteSpec(method, path, handler, summary, write=method not in ("GET", "HEAD"), body=body, query=query or [], responses=responses or {}, tag=tag)
+            RouteSpec(
+                method,
+                path,
+                handler,
+                summary,
+                write=method not in ("GET", "HEAD"),
+                body=body,
+                query=query or [],
+                responses=responses or {},
+                tag=tag,
+                headers=headers or [],
+                store=store,
+                path_params=path_params,
+                body_required=body_required,
+            )
         )
         return handler
 
     return decorate
 
 
+#: A worker's name, as a path parameter (the same rule as a task's ``worker``).
+WORKER_NAME = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$"}
+
+
 def qparam(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "description": description, "schema": schema or {"type": "string"}}
+
+
+def hparam(name: str, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "header", "required": False, "description": description, "schema": {"type": "string"}}
+
+
+IF_MATCH = hparam("If-Match", "act only if the task is still at this revision (its `_rev`, or the ETag of GET /tasks/{id}); 409 otherwise")
+
+
+def if_match(request: web.Request) -> str | None:
+    """The revision a client says it acted on (``If-Match``), or None for "whatever is current"."""
+    raw = request.headers.get("If-Match", "").strip()
+    if not raw or raw == "*":
+        return None
+    raw = raw.removeprefix("W/").strip('"')
+    return raw or None
+
+
+def worker_name(request: web.Request) -> str:
+    """The ``{name}`` of a worker route, checked: it becomes a file name (its log)."""
+    name = request.match_info["name"]
+    if not valid_name(name):
+        raise InvalidInput(f"name: invalid worker name {name!r} (letters, digits, _ . @ -; at most 64)", field="name")
+    return name
+
+
+def jobs_of(request: web.Request) -> Callable[[str], list[str] | None]:
+    """The jobs each worker running on this daemon declared in its hello (None: not known here)."""
+    sup = request.app[SUPERVISOR]
+
+    def lookup(worker: str) -> list[str] | None:
+        wp = sup.workers.get(worker)
+        if wp is None or not wp.running:
+            return None
+        return wp.known_jobs
+
+    return lookup
 
 
 def _int_query(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
@@ -97,7 +169,7 @@ def _float_query(request: web.Request, name: str) -> float | None:
 # -- daemon ---------------------------------------------------------------------------------------
 
 
-@route("GET", "/", "Name, version, uptime and CouchDB reachability", tag="daemon", responses={"200": json_resp(ref("Info"))})
+@route("GET", "/", "Name, version, uptime and CouchDB reachability", tag="daemon", store=False, responses={"200": json_resp(ref("Info"))})
 async def info(request: web.Request) -> web.Response:
     app = request.app
     store = app[STORE]
@@ -122,6 +194,7 @@ async def info(request: web.Request) -> web.Response:
     "/health",
     "Liveness plus store, tick and worker checks; 503 with reasons",
     tag="daemon",
+    store=False,
     responses={"200": json_resp(ref("Health")), "503": json_resp(ref("Health"), "Unhealthy")},
 )
 async def health(request: web.Request) -> web.Response:
@@ -160,9 +233,9 @@ def _annotate(request: web.Request, doc: dict[str, Any]) -> dict[str, Any]:
 @route(
     "POST",
     "/tasks",
-    "Create one task (object) or many (array)",
+    "Create one task (object) or many (array); nothing is stored if one is invalid",
     body=ref("TaskInputOrList"),
-    responses={"201": json_resp(ref("Created"), "Created"), "400": json_resp(ref("Error")), "422": json_resp(ref("Error"))},
+    responses={"201": json_resp(ref("Created"), "Created"), "409": json_resp(ref("Error"), "A task with that id exists"), "422": json_resp(ref("Error"))},
 )
 async def create_tasks(request: web.Request) -> web.Response:
     body = await read_json(request)
@@ -172,7 +245,9 @@ async def create_tasks(request: web.Request) -> web.Response:
         raise InvalidInput("body: an empty list creates nothing", field="body")
     if len(bodies) > 10_000:
         raise InvalidInput("body: at most 10000 tasks per request", field="body")
-    docs = await request.app[TASKS].create(bodies)
+    docs = await request.app[TASKS].create(bodies, jobs_of=jobs_of(request))
+    for doc in docs:
+        request.app[SCHEDULER].observe(doc)  # due now: fires this second, not after the feed catches up
     if many:
         return web.json_response({"ids": [d["_id"] for d in docs], "tasks": [{"id": d["_id"], "rev": d["_rev"]} for d in docs]}, status=201)
     doc = docs[0]
@@ -182,17 +257,17 @@ async def create_tasks(request: web.Request) -> web.Response:
 @route(
     "GET",
     "/tasks",
-    "List tasks by due date; filters and cursor paging",
+    "List tasks by due date (then id); filters, and stable paging with a cursor",
     query=[
         qparam("status", "only this status", {"type": "string", "enum": list(model.STATUSES)}),
-        qparam("worker", "only this worker"),
+        qparam("worker", "only this worker's tasks"),
         qparam("job", "only this job name"),
         qparam("from", "due at or after (ISO 8601 or epoch seconds)"),
-        qparam("to", "due at or before"),
+        qparam("to", "due at or before (ISO 8601 or epoch seconds)"),
         qparam("limit", "page size (1..1000, default 50)", {"type": "integer", "minimum": 1, "maximum": 1000}),
-        qparam("cursor", "the `next` of the previous page"),
+        qparam("cursor", "the `next` of the previous page (with the same filters)"),
     ],
-    responses={"200": json_resp(ref("TaskList")), "400": json_resp(ref("Error"))},
+    responses={"200": json_resp(ref("TaskList"))},
 )
 async def list_tasks(request: web.Request) -> web.Response:
     q = request.query
@@ -208,26 +283,32 @@ async def list_tasks(request: web.Request) -> web.Response:
     return web.json_response({"tasks": docs, "next": nxt})
 
 
-@route("GET", "/tasks/{id}", "One task as stored (plus next_runs and notice)", responses={"200": json_resp(ref("Task")), "404": json_resp(ref("Error"))})
+@route(
+    "GET",
+    "/tasks/{id}",
+    "One task as stored (plus next_runs and notice); its ETag is its revision",
+    responses={"200": {**json_resp(ref("Task")), "headers": {"ETag": {"description": "the task's revision", "schema": {"type": "string"}}}}},
+)
 async def get_task(request: web.Request) -> web.Response:
     doc = await request.app[TASKS].get(request.match_info["id"])
-    return web.json_response(_annotate(request, doc))
+    return web.json_response(_annotate(request, doc), headers={"ETag": f'"{doc["_rev"]}"'})
 
 
-@route("GET", "/tasks/{id}/history", "A task's status transitions", responses={"200": json_resp(ref("History")), "404": json_resp(ref("Error"))})
+@route("GET", "/tasks/{id}/history", "A task's status transitions (bounded; the first is kept)", responses={"200": json_resp(ref("History"))})
 async def task_history(request: web.Request) -> web.Response:
-    hist = await request.app[TASKS].history(request.match_info["id"])
-    return web.json_response({"id": request.match_info["id"], "history": hist})
+    doc = await request.app[TASKS].get(request.match_info["id"])
+    return web.json_response({"id": doc["_id"], "history": list(doc.get("history") or [])})
 
 
 @route(
     "POST",
     "/tasks/{id}/cancel",
-    "Ask to cancel (status cancel; acknowledged canceled)",
-    responses={"200": json_resp(ref("Task")), "404": json_resp(ref("Error")), "409": json_resp(ref("Error"))},
+    "Ask to cancel (status cancel; acknowledged canceled, a running job is stopped)",
+    headers=[IF_MATCH],
+    responses={"200": json_resp(ref("Task")), "409": json_resp(ref("Error"), "Already finished, or a stale If-Match revision")},
 )
 async def cancel_task(request: web.Request) -> web.Response:
-    doc = await request.app[TASKS].cancel(request.match_info["id"])
+    doc = await request.app[TASKS].cancel(request.match_info["id"], rev=if_match(request))
     request.app[SCHEDULER].observe(doc)
     return web.json_response(_annotate(request, doc))
 
@@ -237,13 +318,19 @@ async def cancel_task(request: web.Request) -> web.Response:
     "/tasks/{id}/reschedule",
     "Run again at a new date (also reruns a finished task)",
     body=ref("Reschedule"),
-    responses={"200": json_resp(ref("Task")), "400": json_resp(ref("Error")), "404": json_resp(ref("Error")), "409": json_resp(ref("Error"))},
+    headers=[IF_MATCH],
+    responses={"200": json_resp(ref("Task")), "409": json_resp(ref("Error"), "Running, or a stale If-Match revision")},
 )
 async def reschedule_task(request: web.Request) -> web.Response:
     body = await read_json(request)
-    if not isinstance(body, dict) or "date" not in body:
+    if not isinstance(body, dict):
+        raise InvalidInput('body: expected an object {"date": ...}', field="body")
+    unknown = sorted(set(body) - {"date"})
+    if unknown:
+        raise InvalidInput(f"{unknown[0]}: unknown field", field=unknown[0])
+    if "date" not in body:
         raise InvalidInput("date: required (the new due date)", field="date")
-    doc = await request.app[TASKS].reschedule(request.match_info["id"], body["date"])
+    doc = await request.app[TASKS].reschedule(request.match_info["id"], body["date"], rev=if_match(request))
     request.app[SCHEDULER].observe(doc)
     return web.json_response(_annotate(request, doc))
 
@@ -252,35 +339,39 @@ async def reschedule_task(request: web.Request) -> web.Response:
     "DELETE",
     "/tasks/{id}",
     "Remove a task (not while it runs)",
-    responses={"200": json_resp(ref("Deleted")), "404": json_resp(ref("Error")), "409": json_resp(ref("Error"))},
+    headers=[IF_MATCH],
+    responses={"200": json_resp(ref("Deleted")), "409": json_resp(ref("Error"), "Running, or a stale If-Match revision")},
 )
 async def delete_task(request: web.Request) -> web.Response:
-    await request.app[TASKS].delete(request.match_info["id"])
-    return web.json_response({"deleted": request.match_info["id"]})
+    await request.app[TASKS].delete(request.match_info["id"], rev=if_match(request))
+    return web.json_response({"deleted": task_id(request.match_info["id"])})
 
 
 # -- workers ------------------------------------------------------------------------------------------
 
 
-@route("GET", "/workers", "This daemon's named workers", tag="workers", responses={"200": json_resp(ref("WorkerList"))})
+@route("GET", "/workers", "This daemon's named workers", tag="workers", store=False, responses={"200": json_resp(ref("WorkerList"))})
 async def list_workers(request: web.Request) -> web.Response:
     return web.json_response({"workers": request.app[SUPERVISOR].list()})
 
 
-@route("GET", "/workers/{name}", "One worker", tag="workers", responses={"200": json_resp(ref("Worker")), "404": json_resp(ref("Error"))})
+@route("GET", "/workers/{name}", "One worker", tag="workers", store=False, responses={"200": json_resp(ref("Worker"))})
 async def get_worker(request: web.Request) -> web.Response:
-    return web.json_response(request.app[SUPERVISOR].get(request.match_info["name"]).info())
+    return web.json_response(request.app[SUPERVISOR].get(worker_name(request)).info())
 
 
 @route(
     "POST",
     "/workers/{name}",
-    "Start a named worker process",
+    "Start a named worker process (body optional)",
     tag="workers",
+    store=False,
     body=ref("WorkerStart"),
-    responses={"201": json_resp(ref("Worker"), "Started"), "400": json_resp(ref("Error")), "409": json_resp(ref("Error"))},
+    body_required=False,
+    responses={"201": json_resp(ref("Worker"), "Started"), "409": json_resp(ref("Error"), "Already running")},
 )
 async def start_worker(request: web.Request) -> web.Response:
+    name = worker_name(request)
     body = await read_json(request, required=False) or {}
     if not isinstance(body, dict):
         raise InvalidInput("body: expected an object {concurrency, jobs}", field="body")
@@ -293,12 +384,15 @@ async def start_worker(request: web.Request) -> web.Response:
     jobs = body.get("jobs") or []
     if isinstance(jobs, str):
         jobs = [jobs]
-    if not isinstance(jobs, list) or not all(isinstance(j, str) and j for j in jobs):
-        raise InvalidInput("jobs: expected a module name or a list of them", field="jobs")
-    name = request.match_info["name"]
+    if not isinstance(jobs, list) or not all(isinstance(j, str) and MODULE.fullmatch(j) for j in jobs):
+        raise InvalidInput("jobs: expected a Python module name (dotted) or a list of them", field="jobs")
     wp = await request.app[SUPERVISOR].start(name, concurrency=concurrency, jobs=jobs)
     request.app[SCHEDULER].worker_available(name)
     return web.json_response(wp.info(), status=201)
+
+
+#: A dotted Python module name: what ``--jobs`` imports in the worker.
+MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
 @route(
@@ -306,12 +400,14 @@ async def start_worker(request: web.Request) -> web.Response:
     "/workers/{name}",
     "Stop a worker gracefully (query timeout: seconds to let jobs finish)",
     tag="workers",
-    query=[qparam("timeout", "seconds running jobs get before they are interrupted", {"type": "number", "minimum": 0})],
-    responses={"200": json_resp(ref("Worker")), "404": json_resp(ref("Error"))},
+    store=False,
+    query=[qparam("timeout", "seconds running jobs get before they are interrupted (0..86400)", {"type": "number", "minimum": 0, "maximum": 86400})],
+    responses={"200": json_resp(ref("Worker"))},
 )
 async def stop_worker(request: web.Request) -> web.Response:
+    name = worker_name(request)
     timeout = _float_query(request, "timeout")
-    wp = await request.app[SUPERVISOR].stop(request.match_info["name"], timeout=timeout)
+    wp = await request.app[SUPERVISOR].stop(name, timeout=timeout)
     return web.json_response(wp.info())
 
 
@@ -320,28 +416,36 @@ async def stop_worker(request: web.Request) -> web.Response:
     "/workers/{name}/log",
     "The worker's log (text); follow=1 streams it",
     tag="workers",
+    store=False,
     query=[
         qparam("lines", "how many last lines (default 200)", {"type": "integer", "minimum": 1, "maximum": 100000}),
         qparam("follow", "1 to keep streaming new lines", {"type": "string", "enum": ["0", "1", "true", "false"]}),
     ],
-    responses={"200": {"description": "Log text", "content": {"text/plain": {"schema": {"type": "string"}}}}, "404": json_resp(ref("Error"))},
+    responses={"200": {"description": "Log text", "content": {"text/plain": {"schema": {"type": "string"}}}}},
 )
 async def worker_log(request: web.Request) -> web.StreamResponse:
     sup = request.app[SUPERVISOR]
-    name = request.match_info["name"]
+    name = worker_name(request)
     path = sup.log_path(name)
     if name not in sup.workers and not path.exists():
         raise NotFound(f"no worker named {name!r} and no log for it")
     lines = _int_query(request, "lines", 200, 1, 100_000)
     if request.query.get("follow") not in ("1", "true"):
-        return web.Response(body=logfiles.tail(path, lines), content_type="text/plain")
+        return web.Response(body=logfiles.tail(path, lines), content_type="text/plain", charset="utf-8")
     resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-cache"})
     await resp.prepare(request)
+    streams = request.app[STREAMS]
+    me = asyncio.current_task()
+    if me is not None:
+        streams.add(me)
     try:
         async for chunk in logfiles.follow(path, start_lines=lines):
             await resp.write(chunk)
     except (ConnectionResetError, asyncio.CancelledError):
-        pass
+        pass  # the client went away, or the daemon stops
+    finally:
+        if me is not None:
+            streams.discard(me)
     return resp
 
 
@@ -350,11 +454,13 @@ async def worker_log(request: web.Request) -> web.StreamResponse:
     "/workers/{name}/log",
     "Truncate the worker's log (safe while it runs)",
     tag="workers",
-    responses={"200": json_resp({"type": "object"}), "404": json_resp(ref("Error"))},
+    store=False,
+    responses={"200": json_resp({"type": "object", "required": ["cleaned"], "properties": {"cleaned": {"type": "string"}}})},
 )
 async def clean_log(request: web.Request) -> web.Response:
-    request.app[SUPERVISOR].clean_log(request.match_info["name"])
-    return web.json_response({"cleaned": request.match_info["name"]})
+    name = worker_name(request)
+    request.app[SUPERVISOR].clean_log(name)
+    return web.json_response({"cleaned": name})
 
 
 # -- events, stats ----------------------------------------------------------------------------------
@@ -363,16 +469,27 @@ async def clean_log(request: web.Request) -> web.Response:
 @route(
     "GET",
     "/events",
-    "Server-sent events of task status changes (resumable with Last-Event-ID)",
+    "Server-sent events of task changes (resumable with Last-Event-ID)",
     tag="daemon",
-    query=[qparam("worker", "only this worker's tasks"), qparam("task", "only this task")],
+    query=[
+        qparam("worker", "only this worker's tasks"),
+        qparam("task", "only this task (id, with or without `task:`)"),
+        qparam("since", "replay from this event id (as Last-Event-ID, for clients that cannot send headers)"),
+    ],
+    headers=[hparam("Last-Event-ID", "the id of the last event received: what followed it is sent first")],
     responses={"200": {"description": "An event stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}}},
 )
 async def task_events(request: web.Request) -> web.StreamResponse:
     return await events.stream(request, request.app[EVENTS])
 
 
-@route("GET", "/stats", "Counts by status, fire lag and throughput of the last hour, the next 24 h", tag="daemon", responses={"200": json_resp(ref("Stats"))})
+@route(
+    "GET",
+    "/stats",
+    "Counts by status, fire lag and throughput of the last hour, the next 24 h (for the UI)",
+    tag="daemon",
+    responses={"200": json_resp(ref("Stats"))},
+)
 async def stats(request: web.Request) -> web.Response:
     app = request.app
     sched = app[SCHEDULER]
@@ -402,6 +519,7 @@ async def stats(request: web.Request) -> web.Response:
     "/metrics",
     "Prometheus metrics (text exposition format)",
     tag="daemon",
+    store=False,
     responses={"200": {"description": "Metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}},
 )
 async def prometheus(request: web.Request) -> web.Response:
@@ -413,7 +531,7 @@ async def prometheus(request: web.Request) -> web.Response:
 # -- spec, docs, ui -------------------------------------------------------------------------------
 
 
-@route("GET", "/openapi.json", "This API's OpenAPI 3.1 description", tag="daemon", responses={"200": json_resp({"type": "object"})})
+@route("GET", "/openapi.json", "This API's OpenAPI 3.1 description", tag="daemon", store=False, responses={"200": json_resp({"type": "object"})})
 async def openapi(request: web.Request) -> web.Response:
     from after.api.spec import build
 
@@ -425,6 +543,7 @@ async def openapi(request: web.Request) -> web.Response:
     "/docs",
     "A readable page of the API, from /openapi.json",
     tag="daemon",
+    store=False,
     responses={"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}},
 )
 async def docs(request: web.Request) -> web.Response:
@@ -441,7 +560,21 @@ async def ui_index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(UI_DIR / "index.html")
 
 
+#: Streaming handlers (log follow) to end when the daemon stops, so shutdown never waits on them.
+STREAMS: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("streams")
+
+
+async def _end_streams(app: web.Application) -> None:
+    app[EVENTS].close()
+    streams = app[STREAMS]
+    for t in list(streams):
+        t.cancel()
+
+
 def install(app: web.Application) -> None:
+    streams: set[asyncio.Task[Any]] = set()
+    app[STREAMS] = streams
+    app.on_shutdown.append(_end_streams)
     for r in ROUTES:
         app.router.add_route(r.method, r.path, r.handler)
     if UI_DIR.exists():

@@ -1,51 +1,79 @@
 """The OpenAPI 3.1 description, generated from the route table (:data:`after.api.routes.ROUTES`).
 
+Paths, methods, parameters and bodies come from the table the router is built from, so
+a route cannot exist without its description. The error responses every operation can
+give are added here by rule (401 unless public, 404 with a path parameter, 413/415 with
+a body, 503 when it touches CouchDB), so they are never forgotten on a new route.
 Schemas for request bodies are written out here by hand from :mod:`after.model` (the
-validation code is the authority; a test posts the spec's examples and checks both
-agree). A readable HTML page (``/docs``) is rendered from the same document.
+validation code is the authority; the schemathesis test sends what this spec allows
+and checks every answer against it). A readable HTML page (``/docs``) is rendered from
+the same document.
 """
 
 from __future__ import annotations
 
 import html as htmlmod
+import json
 import re
 from collections.abc import Iterable
 from typing import Any
 
 from after import __version__, model
+from after.api.middleware import is_public
 
 ERROR = {
     "type": "object",
     "required": ["error", "message"],
-    "properties": {"error": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string"}},
+    "properties": {
+        "error": {"type": "string", "description": "a stable code: invalid, unauthorized, not_found, method_not_allowed, conflict, too_large, ..."},
+        "message": {"type": "string", "description": "what is wrong, for a person"},
+        "field": {"type": "string", "description": "the field, parameter or header at fault (`[i].job.name` in a list)"},
+    },
+    "example": {"error": "invalid", "message": "date: cannot parse 'someday' as a date", "field": "date"},
 }
-DATE = {"oneOf": [{"type": "string"}, {"type": "number"}], "description": "ISO 8601 (Z or offset; bare date = midnight UTC) or epoch seconds"}
+DATE_FORMS = "ISO 8601 (Z or an offset; none = UTC; a bare date = midnight UTC) or epoch seconds"
+DATE: dict[str, Any] = {
+    "oneOf": [
+        {"type": "string", "format": "date-time"},
+        {"type": "string", "format": "date"},
+        {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?$", "description": "no offset: UTC"},
+        {"type": "number", "exclusiveMinimum": -62e9, "exclusiveMaximum": 253e9, "description": "epoch seconds"},
+    ],
+    "description": DATE_FORMS,
+}
+NAME = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$"}
 JOB = {
     "oneOf": [
-        {"type": "string"},
+        {"type": "string", "minLength": 1},
         {
             "type": "object",
             "required": ["name"],
             "additionalProperties": False,
             "properties": {"name": {"type": "string", "minLength": 1}, "arguments": {"type": "array"}, "kwargs": {"type": "object"}},
         },
-    ]
+    ],
+    "description": "the job's registered name, or {name, arguments, kwargs}",
 }
 TASK_INPUT = {
     "type": "object",
     "required": ["worker", "job"],
+    "anyOf": [{"required": ["date"]}, {"required": ["cron"], "properties": {"cron": {"type": "string"}}}],
     "additionalProperties": False,
     "properties": {
-        "id": {"type": "string"},
-        "_id": {"type": "string"},
-        "worker": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$"},
-        "date": DATE,
+        "id": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[^_]", "description": "optional; `task:` is prefixed if missing"},
+        "_id": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[^_]"},
+        "worker": {**NAME, "description": "the named worker that runs it"},
+        "date": {**DATE, "description": "when due (required unless cron is given): " + DATE_FORMS},
         "job": JOB,
-        "cron": {"type": ["string", "null"]},
-        "timezone": {"type": ["string", "null"]},
-        "priority": {"type": "integer"},
-        "timeout": {"type": ["number", "null"], "exclusiveMinimum": 0},
-        "expires": {"oneOf": [DATE, {"type": "null"}]},
+        "cron": {"type": ["string", "null"], "description": "5-field cron (6 with seconds first); 422 if invalid", "examples": ["*/5 * * * *"]},
+        "timezone": {
+            "type": ["string", "null"],
+            "description": "IANA zone of the cron expression (default UTC); 422 if unknown",
+            "examples": ["Europe/Lisbon"],
+        },
+        "priority": {"type": "integer", "description": "higher first among tasks due in the same second"},
+        "timeout": {"type": ["number", "null"], "minimum": 0.001, "description": "seconds; the job is killed after it"},
+        "expires": {"oneOf": [DATE, {"type": "null"}], "description": "not started by then: err `expired`"},
         "retry": {
             "oneOf": [
                 {"type": "null"},
@@ -73,26 +101,32 @@ TASK_INPUT = {
                 },
             ]
         },
-        "retention": {"type": ["number", "null"], "minimum": 0},
+        "retention": {"type": ["number", "null"], "minimum": 0, "description": "seconds a finished task is kept"},
         "overlap": {"enum": ["wait", "skip", None]},
     },
     "example": {"worker": "mailer", "date": "2030-01-01T10:00:00Z", "job": {"name": "shell", "arguments": ["echo hi"]}},
 }
+HISTORY_ENTRY = {
+    "type": "object",
+    "required": ["status", "at", "by"],
+    "properties": {"status": {"type": "string"}, "at": {"type": "string"}, "by": {"type": "string"}, "reason": {"type": "string"}},
+}
 TASK = {
     "type": "object",
-    "required": ["_id", "_rev", "type", "worker", "date", "job", "status"],
+    "description": "The task document as stored in CouchDB (see the README's schema), plus computed `next_runs` and `notice`",
+    "required": ["_id", "_rev", "type", "status"],
     "properties": {
         "_id": {"type": "string"},
         "_rev": {"type": "string"},
         "type": {"const": "task"},
         "worker": {"type": "string"},
-        "date": {"type": "string"},
+        "date": DATE,
         "job": {"type": "object"},
         "status": {"enum": list(model.STATUSES)},
         "attempts": {"type": "integer"},
         "result": {},
         "error": {"type": ["object", "null"]},
-        "history": {"type": "array", "items": {"type": "object"}},
+        "history": {"type": "array", "items": HISTORY_ENTRY},
         "next_runs": {"type": "array", "items": {"type": "string"}},
         "notice": {"type": "string"},
     },
@@ -112,34 +146,57 @@ WORKER = {
         "restarts": {"type": "integer"},
         "concurrency": {"type": "integer"},
         "jobs_modules": {"type": "array", "items": {"type": "string"}},
-        "jobs": {"type": ["array", "null"], "items": {"type": "string"}},
+        "jobs": {"type": ["array", "null"], "items": {"type": "string"}, "description": "the jobs it declared (null until it said hello)"},
     },
 }
+MODULE = {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"}
 
 SCHEMAS: dict[str, Any] = {
     "Error": ERROR,
     "TaskInput": TASK_INPUT,
     "TaskInputOrList": {
-        "oneOf": [{"$ref": "#/components/schemas/TaskInput"}, {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/TaskInput"}}]
+        "oneOf": [
+            {"$ref": "#/components/schemas/TaskInput"},
+            {"type": "array", "minItems": 1, "maxItems": 10000, "items": {"$ref": "#/components/schemas/TaskInput"}},
+        ]
     },
     "Task": TASK,
     "TaskList": {
         "type": "object",
         "required": ["tasks", "next"],
-        "properties": {"tasks": {"type": "array", "items": {"$ref": "#/components/schemas/Task"}}, "next": {"type": ["string", "null"]}},
-    },
-    "Created": {
-        "type": "object",
         "properties": {
-            "id": {"type": "string"},
-            "rev": {"type": "string"},
-            "task": {"$ref": "#/components/schemas/Task"},
-            "ids": {"type": "array", "items": {"type": "string"}},
-            "tasks": {"type": "array"},
+            "tasks": {"type": "array", "items": {"$ref": "#/components/schemas/Task"}},
+            "next": {"type": ["string", "null"], "description": "pass as `cursor` for the next page; null on the last"},
         },
     },
-    "History": {"type": "object", "required": ["history"], "properties": {"id": {"type": "string"}, "history": {"type": "array", "items": {"type": "object"}}}},
-    "Reschedule": {"type": "object", "required": ["date"], "properties": {"date": DATE}},
+    "Created": {
+        "oneOf": [
+            {
+                "type": "object",
+                "description": "one task was posted",
+                "required": ["id", "rev", "task"],
+                "properties": {"id": {"type": "string"}, "rev": {"type": "string"}, "task": {"$ref": "#/components/schemas/Task"}},
+            },
+            {
+                "type": "object",
+                "description": "a list was posted",
+                "required": ["ids", "tasks"],
+                "properties": {
+                    "ids": {"type": "array", "items": {"type": "string"}},
+                    "tasks": {
+                        "type": "array",
+                        "items": {"type": "object", "required": ["id", "rev"], "properties": {"id": {"type": "string"}, "rev": {"type": "string"}}},
+                    },
+                },
+            },
+        ]
+    },
+    "History": {
+        "type": "object",
+        "required": ["id", "history"],
+        "properties": {"id": {"type": "string"}, "history": {"type": "array", "items": HISTORY_ENTRY}},
+    },
+    "Reschedule": {"type": "object", "required": ["date"], "additionalProperties": False, "properties": {"date": DATE}},
     "Deleted": {"type": "object", "required": ["deleted"], "properties": {"deleted": {"type": "string"}}},
     "Worker": WORKER,
     "WorkerList": {"type": "object", "required": ["workers"], "properties": {"workers": {"type": "array", "items": {"$ref": "#/components/schemas/Worker"}}}},
@@ -147,8 +204,11 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "additionalProperties": False,
         "properties": {
-            "concurrency": {"type": "integer", "minimum": 1, "maximum": 1000},
-            "jobs": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+            "concurrency": {"type": "integer", "minimum": 1, "maximum": 1000, "description": "tasks run at once (default 4)"},
+            "jobs": {
+                "oneOf": [MODULE, {"type": "array", "items": MODULE}, {"type": "null"}],
+                "description": "Python modules registering jobs, imported by the worker",
+            },
         },
     },
     "Info": {
@@ -159,7 +219,11 @@ SCHEMAS: dict[str, Any] = {
             "version": {"type": "string"},
             "uptime": {"type": "number"},
             "daemon": {"type": "string"},
-            "couchdb": {"type": "object"},
+            "couchdb": {
+                "type": "object",
+                "required": ["reachable", "database"],
+                "properties": {"reachable": {"type": "boolean"}, "database": {"type": "string"}, "embedded": {"type": "boolean"}},
+            },
         },
     },
     "Health": {
@@ -174,49 +238,112 @@ SCHEMAS: dict[str, Any] = {
     },
 }
 
-_UNAUTH = {"description": "Missing or wrong bearer token", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 
 
 def build(routes: Iterable[Any]) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of ``routes`` (``RouteSpec`` s)."""
     paths: dict[str, dict[str, Any]] = {}
     for r in routes:
-        op: dict[str, Any] = {"summary": r.summary, "tags": [r.tag], "operationId": r.handler.__name__, "responses": dict(r.responses)}
-        params = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in re.findall(r"{(\w+)}", r.path)]
-        params += list(r.query)
+        responses = dict(r.responses)
+        op: dict[str, Any] = {"summary": r.summary, "tags": [r.tag], "operationId": r.handler.__name__, "responses": responses}
+        if r.handler.__doc__:
+            op["description"] = r.handler.__doc__.strip()
+        path_names = re.findall(r"{(\w+)}", r.path)
+        params = [
+            {"name": p, "in": "path", "required": True, "schema": r.path_params.get(p, {"type": "string", "minLength": 1})} for p in path_names
+        ]
+        params += list(r.query) + list(r.headers)
         if params:
             op["parameters"] = params
         if r.body is not None:
-            op["requestBody"] = {"required": True, "content": {"application/json": {"schema": r.body}}}
+            op["requestBody"] = {"required": r.body_required, "content": {"application/json": {"schema": r.body}}}
+        if params or r.body is not None:
+            responses.setdefault("400", _error("Invalid input: a malformed body, parameter or field (named in `field`)"))
         if r.write:
             op["security"] = [{"bearer": []}]
-            op["responses"].setdefault("401", _UNAUTH)
-            op["responses"].setdefault(
-                "400", {"description": "Invalid input", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-            )
+            responses.setdefault("401", _error("Missing or wrong bearer token"))
+        elif not is_public(r.path):  # the same rule the auth middleware applies
+            op["security"] = [{}, {"bearer": []}]
+            responses.setdefault("401", _error("Missing or wrong bearer token (reads, when server.protect_reads is set)"))
+        if path_names:
+            responses.setdefault("404", _error("No such task or worker"))
+        if r.body is not None:
+            responses.setdefault("413", _error("Body larger than server.max_body_bytes"))
+            responses.setdefault("415", _error("Body is not JSON (Content-Type: application/json)"))
+        if r.store:
+            responses.setdefault("503", _error("CouchDB unreachable"))
+        op["responses"] = dict(sorted(responses.items()))
         paths.setdefault(r.path, {})[r.method.lower()] = op
     return {
         "openapi": "3.1.0",
-        "info": {"title": "After", "version": __version__, "description": "A RESTful task scheduler with named workers over CouchDB."},
+        "info": {
+            "title": "After",
+            "version": __version__,
+            "description": (
+                "A RESTful task scheduler with named workers over CouchDB. JSON in and out; every error is "
+                '`{"error": code, "message": text, "field": name}`. Writes need `Authorization: Bearer <token>` '
+                "(`after token` prints it); reads too when `server.protect_reads` is set."
+            ),
+            "license": {"name": "MIT", "identifier": "MIT"},
+        },
         "paths": paths,
         "components": {"schemas": SCHEMAS, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
     }
 
 
+def _schema_link(schema: dict[str, Any] | None) -> str:
+    if not schema:
+        return ""
+    ref = schema.get("$ref")
+    if isinstance(ref, str):
+        name = ref.rsplit("/", 1)[-1]
+        return f'<a href="#schema-{name}">{htmlmod.escape(name)}</a>'
+    return f"<code>{htmlmod.escape(json.dumps(schema))}</code>"
+
+
 def html(spec: dict[str, Any]) -> str:
-    rows = []
-    for path, ops in spec["paths"].items():
-        for method, op in ops.items():
-            lock = " 🔒" if op.get("security") else ""
-            params = ", ".join(p["name"] for p in op.get("parameters", []))
-            rows.append(
-                f"<tr><td><code>{method.upper()}</code></td><td><code>{htmlmod.escape(path)}</code>{lock}</td>"
-                f"<td>{htmlmod.escape(op['summary'])}</td><td>{htmlmod.escape(params)}</td></tr>"
+    """A self-contained page (no scripts, nothing fetched): every operation, then every schema."""
+    esc = htmlmod.escape
+    toc: list[str] = []
+    ops: list[str] = []
+    for path, methods in spec["paths"].items():
+        for method, op in methods.items():
+            anchor = op["operationId"]
+            lock = " 🔒" if op.get("security") == [{"bearer": []}] else ""
+            toc.append(f'<li><a href="#{anchor}"><code>{method.upper()} {esc(path)}</code></a>{lock} — {esc(op["summary"])}</li>')
+            rows = "".join(
+                f"<tr><td><code>{esc(p['name'])}</code></td><td>{esc(p['in'])}</td><td>{_schema_link(p.get('schema'))}</td>"
+                f"<td>{esc(p.get('description', ''))}</td></tr>"
+                for p in op.get("parameters", [])
             )
+            params = f"<table><tr><th>parameter</th><th>in</th><th>schema</th><th></th></tr>{rows}</table>" if rows else ""
+            body = ""
+            if "requestBody" in op:
+                content = op["requestBody"]["content"]["application/json"]
+                optional = "" if op["requestBody"].get("required") else " (optional)"
+                body = f"<p>Body{optional}: {_schema_link(content.get('schema'))}</p>"
+            resp_rows = "".join(
+                f"<tr><td><code>{esc(code)}</code></td><td>{esc(r.get('description', ''))}</td>"
+                f"<td>{', '.join(esc(ct) + ' ' + _schema_link(c.get('schema')) for ct, c in r.get('content', {}).items())}</td></tr>"
+                for code, r in op["responses"].items()
+            )
+            ops.append(
+                f'<section id="{anchor}"><h3><code>{method.upper()} {esc(path)}</code>{lock}</h3><p>{esc(op["summary"])}</p>'
+                f"{params}{body}<table><tr><th>status</th><th></th><th>body</th></tr>{resp_rows}</table></section>"
+            )
+    schemas = "".join(
+        f'<section id="schema-{esc(name)}"><h3>{esc(name)}</h3><pre>{esc(json.dumps(schema, indent=2))}</pre></section>'
+        for name, schema in spec["components"]["schemas"].items()
+    )
     return (
         "<!doctype html><html lang=en><meta charset=utf-8><title>After API</title>"
-        "<style>body{font:15px system-ui;margin:2em}td{padding:.3em .8em;border-bottom:1px solid #ddd}</style>"
-        f"<h1>After API {htmlmod.escape(spec['info']['version'])}</h1>"
-        "<p>Writes (🔒) need <code>Authorization: Bearer &lt;token&gt;</code> (<code>after token</code>). "
+        "<style>body{font:15px system-ui;margin:2em;max-width:70em}td,th{padding:.2em .7em;border-bottom:1px solid #ddd;text-align:left;"
+        "vertical-align:top}section{margin:1.5em 0}pre{background:#f6f6f6;padding:.7em;overflow:auto}h3{margin-bottom:.3em}</style>"
+        f"<h1>After API {esc(spec['info']['version'])}</h1>"
+        "<p>Writes (🔒) need <code>Authorization: Bearer &lt;token&gt;</code> (<code>after token</code> prints it). "
+        'Errors are <code>{"error", "message", "field"}</code>. '
         "The machine-readable spec is <a href=/openapi.json>/openapi.json</a>.</p>"
-        "<table><tr><th>Method</th><th>Path</th><th>Does</th><th>Parameters</th></tr>" + "".join(rows) + "</table></html>"
+        f"<h2>Routes</h2><ul>{''.join(toc)}</ul>{''.join(ops)}<h2>Schemas</h2>{schemas}</html>"
     )
