@@ -11,7 +11,7 @@ STAMP     := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 PYTEST_ARGS ?=
 
-.PHONY: all setup run test lint bench install uninstall clean distclean help
+.PHONY: all setup run test lint bench install uninstall clean distclean help browser
 
 all: setup
 
@@ -49,8 +49,22 @@ endif
 run: setup
 	AFTER_COUCHDB_URL='$(COUCHDB_URL)' $(VPY) -m after serve
 
-test: setup
+test: setup browser
 	$(VPY) -m pytest $(PYTEST_ARGS)
+
+# Debian's Chromium for the browser UI tests (tests/test_ui.py, driven by Playwright; its own
+# browser download is never used). Installed only when no working Chromium is found, and only
+# as root with apt-get; otherwise this says why and goes on: those tests then skip, saying why.
+CHROMIUM_BINS := $(AFTER_TEST_CHROMIUM) chromium chromium-headless-shell
+browser:
+	@for b in $(CHROMIUM_BINS); do \
+	  if command -v "$$b" >/dev/null 2>&1 && "$$b" --version >/dev/null 2>&1; then exit 0; fi; \
+	done; \
+	if [ "$$(id -u)" != 0 ]; then echo "browser: no Chromium, and not root to install it: the UI tests will be skipped"; exit 0; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then echo "browser: no Chromium, and no apt-get to install it: the UI tests will be skipped"; exit 0; fi; \
+	echo "browser: installing Debian's chromium for the UI tests"; \
+	{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; } \
+	  || echo "browser: apt-get could not install chromium: the UI tests will be skipped"
 
 lint: setup
 	$(VENV)/bin/ruff check after tests bench
