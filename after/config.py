@@ -53,6 +53,7 @@ class Settings:
     state_dir: str = ""
     # [scheduler]
     scheduler_lease_seconds: float = 30.0
+    scheduler_claim_ahead: float = 1.0
     scheduler_window_seconds: float = 60.0
     scheduler_default_timeout: float = 3600.0
     scheduler_history_limit: int = 50
@@ -250,6 +251,8 @@ def validate(s: Settings) -> None:
         raise ConfigError(f"server.port must be 1..65535, got {s.server_port}")
     if s.scheduler_lease_seconds <= 0:
         raise ConfigError("scheduler.lease_seconds must be > 0")
+    if not 0 <= s.scheduler_claim_ahead <= s.scheduler_lease_seconds / 2:
+        raise ConfigError("scheduler.claim_ahead must be between 0 and half of scheduler.lease_seconds")
     if s.scheduler_window_seconds < 2:
         raise ConfigError("scheduler.window_seconds must be >= 2")
     if s.couchdb_url and "://" not in s.couchdb_url:

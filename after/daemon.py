@@ -23,6 +23,7 @@ import logging
 import os
 import signal
 import socket
+import time
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -136,6 +137,7 @@ class Daemon:
             supervisor = Supervisor(s, worker_settings=dataclasses.asdict(worker_settings), on_lost=on_lost, on_change=on_change)
             scheduler = Scheduler(store, s, supervisor, daemon_id=f"daemon:{socket.gethostname()}:{os.getpid()}")
             sched_holder.append(scheduler)
+            supervisor.start_observers.append(lambda worker, job, lag: scheduler.fire_lags.append((time.time(), lag)))
             app = create_app(s, store=store, supervisor=supervisor, scheduler=scheduler, token=token, extra={"embedded": self.embedded})
             runner = web.AppRunner(app, access_log=None, handle_signals=False)
             await runner.setup()

@@ -29,7 +29,6 @@ import os
 import random
 import signal
 import sys
-import time
 import traceback
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -38,9 +37,9 @@ from typing import Any
 
 from after import model, timing
 from after.config import Settings
-from after.errors import AfterError, Conflict, NotFound, StoreUnavailable
+from after.errors import AfterError, Conflict, NotFound
 from after.jobs import JobFailed, JobFunc, TaskContext, is_async, isolated
-from after.store import Store
+from after.store import BulkWriter, Store
 
 log = logging.getLogger("after.runner")
 
@@ -61,91 +60,16 @@ def error_info(reason: str, exc: BaseException | None = None, message: str | Non
     return info
 
 
-class BulkWriter:
-    """Coalesces concurrent revision-checked writes into ``_bulk_docs`` requests.
-
-    While one request is in flight, new writes queue; the next request carries all of
-    them (up to ``batch``). Bulk requests are 15-50x cheaper per document than single
-    writes on both CouchDB and pouchdb-server. While the store is unreachable, writes
-    are retried with backoff until they land (a status write is never dropped because
-    of an outage).
-    """
-
-    def __init__(self, store: Store, *, batch: int = 500) -> None:
-        self.store = store
-        self.batch = batch
-        self._queue: list[tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]] = []
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self.outage_since: float | None = None
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._loop(), name="bulk-writer")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            # Let queued writes land first.
-            while self._queue:
-                await asyncio.sleep(0.01)
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def write(self, doc: dict[str, Any]) -> dict[str, Any]:
-        """Write ``doc`` (with its ``_rev``); return it with the new revision or raise Conflict."""
-        self.start()
-        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._queue.append((doc, fut))
-        self._wake.set()
-        return await fut
-
-    async def _loop(self) -> None:
-        delay = 0.2
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._queue:
-                batch = self._queue[: self.batch]
-                # Two writes of one document in one batch would conflict with each other:
-                # send only the first of each id now, the rest in the next round.
-                seen: set[str] = set()
-                send: list[tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]] = []
-                for item in batch:
-                    if item[0]["_id"] not in seen:
-                        seen.add(item[0]["_id"])
-                        send.append(item)
-                try:
-                    results = await self.store.write_many([d for d, _ in send])
-                except StoreUnavailable as exc:
-                    if self.outage_since is None:
-                        self.outage_since = time.monotonic()
-                        log.warning("store unreachable, holding %d writes: %s", len(self._queue), exc.message)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
-                    continue
-                if self.outage_since is not None:
-                    log.warning("store reachable again after %.1fs", time.monotonic() - self.outage_since)
-                    self.outage_since = None
-                delay = 0.2
-                sent = {id(f) for _, f in send}
-                self._queue = [item for item in self._queue if id(item[1]) not in sent]
-                for doc, fut in send:
-                    if fut.done():
-                        continue
-                    res = results[doc["_id"]]
-                    if isinstance(res, dict):
-                        fut.set_result(res)
-                    else:
-                        fut.set_exception(res)
-
-
 def _job_name(doc: Mapping[str, Any]) -> str:
     """The job a task names, for the ``finished`` message (metrics per worker and job)."""
     job = doc.get("job")
     name = job.get("name") if isinstance(job, Mapping) else None
     return name if isinstance(name, str) else ""
+
+
+#: A task whose lease has less than its timeout plus this left when it starts gets its
+#: lease renewed (a revision-checked write) first.
+SAFE_LEASE = 5.0
 
 
 class UnknownJob(Exception):
@@ -197,6 +121,10 @@ class Runner:
         self._sem = asyncio.Semaphore(self.concurrency)
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix=f"job-{name}")
         self.running: dict[str, asyncio.Task[None]] = {}
+        #: The job of each started task, in a task of its own (cancel and timeout stop it there).
+        self._jobs: dict[str, asyncio.Task[tuple[str, Any, dict[str, Any] | None]]] = {}
+        #: Tasks whose job is over and whose outcome is being written (too late to cancel).
+        self._finishing: set[str] = set()
         self._cancel_asked: set[str] = set()
         self._interrupting = False
         self.tasks_run = 0
@@ -221,8 +149,12 @@ class Runner:
         t = self.running.get(task_id)
         if t is None:
             return False
+        if task_id in self._finishing:
+            return True  # the job is over; its outcome is being written
         self._cancel_asked.add(task_id)
-        t.cancel()
+        # A started job is stopped inside its own task, which reports "canceled";
+        # one still waiting for its time or a slot is stopped as a whole.
+        (self._jobs.get(task_id) or t).cancel()
         return True
 
     async def drain(self, timeout: float) -> None:
@@ -235,8 +167,8 @@ class Runner:
             await asyncio.wait(list(self.running.values()), timeout=timeout)
         if self.running:
             self._interrupting = True
-            for t in list(self.running.values()):
-                t.cancel()
+            for task_id, t in list(self.running.items()):
+                (self._jobs.get(task_id) or t).cancel()
             await asyncio.wait(list(self.running.values()), timeout=30)
         await self.writer.stop()
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -248,20 +180,40 @@ class Runner:
 
     async def _execute(self, claimed: dict[str, Any]) -> None:
         task_id = claimed["_id"]
+        current: dict[str, Any] = claimed
         try:
+            # A slot first: a task is accepted only when this worker can start it, so one
+            # queued behind busy slots is still just claimed (if the worker dies, it goes
+            # back to waiting, no attempt spent).
             async with self._sem:
-                await self._run(claimed)
+                accepted = await self._accept(claimed)
+                if accepted is None:
+                    return
+                current = accepted
+                # Claimed ahead of its due time: accepted now, started at its time.
+                due = timing.due_at(accepted)
+                if due is not None and (delay := (due - self.clock()).total_seconds()) > 0:
+                    await asyncio.sleep(delay)
+                ran = await self._run(accepted)
+            # The slot is free again (it bounds running jobs, not writes): write the outcome.
+            if ran is not None:
+                self._finishing.add(task_id)
+                base, final = ran
+                await self._write_final(base, final)
+                self.notify({"op": "finished", "id": task_id, "status": final["status"], "job": _job_name(final)})
         except asyncio.CancelledError:
-            # Cancelled before it started (waiting for a slot): acknowledge, no attempt spent.
+            # Cancelled before it started (waiting for its time or a slot): acknowledge.
             if task_id in self._cancel_asked:
-                await self._finish_simple(claimed, model.CANCELED, None)
+                await self._finish_simple(current, model.CANCELED, None)
             elif self._interrupting:
-                await self._finish_simple(claimed, model.WAITING, None)
+                await self._finish_simple(current, model.WAITING, None)
         except Exception:
             log.exception("task %s: unexpected failure in the runner", task_id)
         finally:
             self.running.pop(task_id, None)
+            self._jobs.pop(task_id, None)
             self._cancel_asked.discard(task_id)
+            self._finishing.discard(task_id)
 
     async def _finish_simple(self, doc: dict[str, Any], status: str, error: dict[str, Any] | None) -> None:
         out = dict(doc)
@@ -271,61 +223,66 @@ class Runner:
         await self._write_final(doc, out)
         self.notify({"op": "finished", "id": doc["_id"], "status": status, "job": _job_name(doc)})
 
-    async def _run(self, claimed: dict[str, Any]) -> None:
-        task_id = claimed["_id"]
-        lease = dict(claimed.get("lease") or {})
+    def _timeout(self, doc: Mapping[str, Any]) -> float:
+        return float(doc.get("timeout") or self.settings.scheduler_default_timeout)
+
+    async def _accept(self, claimed: dict[str, Any]) -> dict[str, Any] | None:
+        """Write ``scheduled`` for a task handed to this worker; None if it is not ours.
+
+        Written as soon as the worker has the task — for a task claimed ahead, before its
+        due time — so that the job can start at its due time with no round trip left,
+        and yet nothing ever starts before the task is recorded as this worker's: a
+        worker that dies after this write leaves a task that is retried or ended by its
+        retry policy, never silently run again. ``attempts`` counts these acceptances.
+        """
         now = self.clock()
         expires = claimed.get("expires")
         if expires and timing.parse_date(expires, field="expires") <= now:
             await self._finish_simple(claimed, model.ERR, error_info("expired", message="expired before it could start"))
-            return
-        timeout = float(claimed.get("timeout") or self.settings.scheduler_default_timeout)
+            return None
+        start = max(now, timing.due_at(claimed) or now)
         doc = dict(claimed)
         doc["attempts"] = int(doc.get("attempts") or 0) + 1
-        doc["started"] = timing.fmt(now)
-        lease["until"] = timing.fmt(now + timedelta(seconds=timeout + self.settings.scheduler_lease_seconds))
+        lease = dict(claimed.get("lease") or {})
+        lease["until"] = timing.fmt(start + timedelta(seconds=self._timeout(doc) + self.settings.scheduler_lease_seconds))
         lease["worker"] = self.name
         lease["pid"] = os.getpid()
         doc["lease"] = lease
         model.set_status(doc, model.SCHEDULED, self.by, now, limit=self._limit())
         try:
-            cur = await self.writer.write(doc)
+            return await self.writer.write(doc)
         except Conflict:
             await self._lost_claim(claimed)
-            return
-        self.notify({"op": "started", "id": task_id, "doc": cur})
+            return None
 
-        job = cur.get("job") or {}
-        func = self.registry.get(job.get("name", ""))
-        ctx = TaskContext(task=cur, worker=self.name, settings=self._job_settings(), log_limit=self.settings.scheduler_log_limit)
-        outcome: str
-        result: Any = None
-        error: dict[str, Any] | None = None
-        flusher = asyncio.create_task(self._flush_progress(ctx, cur))
+    async def _run(self, accepted: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """Run an accepted task's job under its timeout; return (its doc, the outcome doc) to write."""
+        task_id = accepted["_id"]
+        now = self.clock()
+        timeout = self._timeout(accepted)
+        doc = dict(accepted)
+        doc["started"] = timing.fmt(now)
+        until = timing.parse_date((doc.get("lease") or {}).get("until"), field="lease.until")
+        if (until - now).total_seconds() < timeout + SAFE_LEASE:
+            # Its lease is short of its timeout (the store was slow to answer): renew it
+            # before starting (and check, by revision, that the task is still ours).
+            lease = dict(doc["lease"])
+            lease["until"] = timing.fmt(now + timedelta(seconds=timeout + self.settings.scheduler_lease_seconds))
+            doc["lease"] = lease
+            try:
+                doc = await self.writer.write(doc)
+            except Conflict:
+                await self._lost_claim(accepted)
+                return None
+        job = doc.get("job") or {}
+        ctx = TaskContext(task=doc, worker=self.name, settings=self._job_settings(), log_limit=self.settings.scheduler_log_limit)
+        job_task = asyncio.create_task(self._outcome(ctx, job, timeout, task_id))
+        self._jobs[task_id] = job_task
+        due = timing.due_at(doc) or now
+        self.notify({"op": "started", "id": task_id, "job": _job_name(doc), "lag": max(0.0, (now - due).total_seconds())})
+        flusher = asyncio.create_task(self._flush_progress(ctx))
         try:
-            if func is None:
-                raise UnknownJob(f"unknown job {job.get('name')!r} for worker {self.name!r}")
-            result = await asyncio.wait_for(self._call(func, ctx, job), timeout)
-            outcome = "done"
-        except TimeoutError as exc:
-            outcome, error = "fail", error_info("timeout", exc, f"timeout: the job ran longer than {timeout:g}s")
-        except asyncio.CancelledError:
-            if task_id in self._cancel_asked:
-                outcome = "canceled"
-            elif self._interrupting:
-                outcome, error = "fail", error_info("interrupted", message="interrupted by a shutdown")
-            else:
-                raise
-        except UnknownJob as exc:
-            outcome, error = "fail", error_info("unknown_job", exc)
-        except IsolatedJobError as exc:
-            outcome, error, result = "fail", exc.error, exc.result
-        except JobCrashed as exc:
-            outcome, error = "fail", error_info("crashed", exc)
-        except JobFailed as exc:
-            outcome, error, result = "fail", error_info("failed", exc), exc.result
-        except Exception as exc:
-            outcome, error = "fail", error_info("exception", exc)
+            outcome, result, error = await job_task
         finally:
             flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -333,9 +290,33 @@ class Runner:
         self.tasks_run += 1
         if error:
             self.last_error = f"{task_id}: {error.get('message')}"
-        final = self._final_doc(ctx.task, ctx, outcome, result, error, started=now)
-        await self._write_final(ctx.task, final)
-        self.notify({"op": "finished", "id": task_id, "status": final["status"], "job": _job_name(final)})
+        return dict(ctx.task), self._final_doc(ctx.task, ctx, outcome, result, error, started=now)
+
+    async def _outcome(self, ctx: TaskContext, job: Mapping[str, Any], timeout: float, task_id: str) -> tuple[str, Any, dict[str, Any] | None]:
+        """Run the job under its timeout; what happened as (outcome, result, error)."""
+        try:
+            func = self.registry.get(job.get("name", ""))
+            if func is None:
+                raise UnknownJob(f"unknown job {job.get('name')!r} for worker {self.name!r}")
+            return "done", await asyncio.wait_for(self._call(func, ctx, job), timeout), None
+        except TimeoutError as exc:
+            return "fail", None, error_info("timeout", exc, f"timeout: the job ran longer than {timeout:g}s")
+        except asyncio.CancelledError:
+            if task_id in self._cancel_asked:
+                return "canceled", None, None
+            if self._interrupting:
+                return "fail", None, error_info("interrupted", message="interrupted by a shutdown")
+            raise
+        except UnknownJob as exc:
+            return "fail", None, error_info("unknown_job", exc)
+        except IsolatedJobError as exc:
+            return "fail", exc.result, exc.error
+        except JobCrashed as exc:
+            return "fail", None, error_info("crashed", exc)
+        except JobFailed as exc:
+            return "fail", exc.result, error_info("failed", exc)
+        except Exception as exc:
+            return "fail", None, error_info("exception", exc)
 
     async def _call(self, func: JobFunc, ctx: TaskContext, job: Mapping[str, Any]) -> Any:
         args = list(job.get("arguments") or [])
@@ -417,7 +398,7 @@ class Runner:
             "couchdb_password": s.couchdb_password,
         }
 
-    async def _flush_progress(self, ctx: TaskContext, cur: dict[str, Any]) -> None:
+    async def _flush_progress(self, ctx: TaskContext) -> None:
         """Write progress and log lines at most once a second while the job runs."""
         while True:
             await asyncio.sleep(1.0)

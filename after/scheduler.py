@@ -95,6 +95,9 @@ class Scheduler:
         self.tasks: dict[str, dict[str, Any]] = {}
         self._heap: list[tuple[float, str, int]] = []
         self._parked: dict[str, set[str]] = defaultdict(set)
+        #: Due tasks waiting for room at their worker: worker -> heap of (order, id, rev gen).
+        self._ready: dict[str, list[tuple[tuple[int, int, float, str], str, int]]] = defaultdict(list)
+        self._ready_ids: dict[str, int] = {}
         self._kick = asyncio.Event()
         self._horizon: datetime = timing.EPOCH
         self.seq: Any = 0
@@ -103,6 +106,7 @@ class Scheduler:
         # observability
         self.last_tick: float = 0.0
         self.tick_seconds: deque[float] = deque(maxlen=600)
+        #: (when, seconds late) of each job start, as its worker reported it (for /stats).
         self.fire_lags: deque[tuple[float, float]] = deque(maxlen=20000)
         self.counters: dict[str, int] = defaultdict(int)
         self.tick_observers: list[Callable[[float], None]] = []
@@ -125,7 +129,7 @@ class Scheduler:
         self.tasks[task_id] = dict(doc)
         gen = rev_gen(doc)
         heapq.heappush(self._heap, (when.timestamp(), task_id, gen))
-        if when.timestamp() <= time.time():
+        if when.timestamp() <= time.time() + self.settings.scheduler_claim_ahead:
             self._kick.set()
 
     def forget(self, task_id: str) -> None:
@@ -145,6 +149,44 @@ class Scheduler:
 
     def _requeue(self, doc: dict[str, Any], at: float) -> None:
         heapq.heappush(self._heap, (at, doc["_id"], rev_gen(doc)))
+
+    def _make_ready(self, worker: str, doc: dict[str, Any]) -> None:
+        """Due and firing: queue it for its worker (in order) until the worker has room."""
+        gen = rev_gen(doc)
+        if self._ready_ids.get(doc["_id"]) == gen:
+            return
+        self._ready_ids[doc["_id"]] = gen
+        heapq.heappush(self._ready[worker], (timing.order_key(doc), doc["_id"], gen))
+
+    def _take_ready(self, worker: str) -> list[dict[str, Any]]:
+        """As many of ``worker``'s ready tasks as it has room for, oldest due first.
+
+        A backlog waits here, per worker, instead of being planned again at every tick:
+        a tick's cost stays what it can dispatch. Entries whose task changed since
+        (canceled, rescheduled, claimed by another daemon) are dropped; the new state
+        has its own entry on the agenda.
+        """
+        queue = self._ready[worker]
+        if not self.dispatcher.knows(worker):
+            # The worker stopped: park its tasks until it runs again.
+            for _, task_id, _gen in queue:
+                self._ready_ids.pop(task_id, None)
+                self._parked[worker].add(task_id)
+            del self._ready[worker]
+            return []
+        room = self.dispatcher.capacity(worker)
+        out: list[dict[str, Any]] = []
+        while queue and len(out) < room:
+            _, task_id, gen = heapq.heappop(queue)
+            if self._ready_ids.get(task_id) == gen:
+                del self._ready_ids[task_id]
+            doc = self.tasks.get(task_id)
+            if doc is None or rev_gen(doc) != gen or doc.get("status") not in model.PENDING:
+                continue
+            out.append(doc)
+        if not queue:
+            del self._ready[worker]
+        return out
 
     def worker_available(self, worker: str) -> None:
         """A worker started (or freed slots): its parked tasks are due again."""
@@ -180,7 +222,7 @@ class Scheduler:
         running twice once the store is back).
         """
         started = time.perf_counter()
-        due = self._due(now)
+        due = self._due(now + timedelta(seconds=self.settings.scheduler_claim_ahead))
         try:
             return await self._tick(now, due, started)
         except StoreUnavailable:
@@ -204,7 +246,14 @@ class Scheduler:
                 valid.append(doc)
         fires: dict[str, list[dict[str, Any]]] = defaultdict(list)
         later: list[dict[str, Any]] = []
-        for action in timing.plan(now, valid):
+        plan = timing.plan(now, valid, ahead=self.settings.scheduler_claim_ahead)
+        # Popped a little early but not acted on yet (a lease ending within the claim-ahead
+        # window): back on the heap at their own time.
+        acted = {a.task["_id"] for a in plan}
+        for doc in valid:
+            if doc["_id"] not in acted and (when := timing.agenda_time(doc)) is not None:
+                self._requeue(doc, when.timestamp())
+        for action in plan:
             doc = dict(action.task)
             if action.kind == "fire":
                 worker = doc["worker"]
@@ -238,11 +287,10 @@ class Scheduler:
             self._requeue(doc, now.timestamp() + 1)
         claims: list[tuple[str, dict[str, Any]]] = []
         for worker, docs in fires.items():
-            room = self.dispatcher.capacity(worker)
-            take, rest = docs[:room], docs[room:]
-            claims.extend((worker, d) for d in take)
-            for doc in rest:
-                self._requeue(doc, 0)  # due still; goes when the worker frees a slot
+            for doc in docs:
+                self._make_ready(worker, doc)
+        for worker in list(self._ready):
+            claims.extend((worker, d) for d in self._take_ready(worker))
         claims.sort(key=lambda wd: timing.order_key(wd[1]))
         if writes:
             results = await self._write(writes)
@@ -257,7 +305,8 @@ class Scheduler:
                     [d for _, d in chunk],
                     daemon=self.daemon_id,
                     now=now,
-                    lease_seconds=self.settings.scheduler_lease_seconds,
+                    # A task claimed ahead of its due time holds its full lease after it.
+                    lease_seconds=self.settings.scheduler_lease_seconds + self.settings.scheduler_claim_ahead,
                     history_limit=limit,
                 )
                 stats["lost"] += len(lost)
@@ -268,8 +317,6 @@ class Scheduler:
                     if self.dispatcher.dispatch(doc["worker"], doc):
                         stats["fired"] += 1
                         lag = now.timestamp() - (timing.due_at(doc) or now).timestamp()
-                        wall_lag = time.time() - (timing.due_at(doc) or now).timestamp()
-                        self.fire_lags.append((time.time(), max(0.0, wall_lag)))
                         for obs in self.lag_observers:
                             obs(max(0.0, lag), doc["worker"], (doc.get("job") or {}).get("name", ""))
         for key, value in stats.items():
@@ -473,8 +520,12 @@ class LocalDispatcher:
             self.runners[worker] = Runner(store, name=worker, registry=registry, settings=settings, concurrency=concurrency, notify=self._notify, isolate=False)
 
     def _notify(self, msg: dict[str, Any]) -> None:
-        if msg.get("op") == "finished" and self.scheduler is not None:
+        if self.scheduler is None:
+            return
+        if msg.get("op") == "finished":
             self.scheduler.kick()
+        elif msg.get("op") == "started":
+            self.scheduler.fire_lags.append((time.time(), float(msg.get("lag") or 0.0)))
 
     def knows(self, worker: str) -> bool:
         return worker in self.runners

@@ -20,7 +20,7 @@ from typing import Any
 from after import model, timing
 from after.config import Settings
 from after.errors import Conflict, InvalidInput, NotFound, Unprocessable
-from after.store import Store
+from after.store import BulkWriter, Store
 
 #: ``jobs_of(worker)``: the job names a worker declared, or None when not known here.
 JobsOf = Callable[[str], Collection[str] | None]
@@ -84,6 +84,9 @@ class Tasks:
         self.settings = settings
         self.by = by
         self.clock = clock
+        # Concurrent single creates (32 clients posting one task each) share _bulk_docs
+        # requests instead of queueing one request each at the server.
+        self._writer = BulkWriter(store, hold_during_outage=False)
 
     @property
     def _limit(self) -> int:
@@ -126,6 +129,11 @@ class Tasks:
             existing = await self.store.get_many(given)
             if existing:
                 raise Conflict(f"a task with id {sorted(existing)[0]!r} exists already", field="id")
+        if len(docs) == 1:
+            try:
+                return [await self._writer.write(docs[0])]
+            except Conflict:
+                raise Conflict(f"a task with id {docs[0]['_id']!r} exists already", field="id") from None
         results = await self.store.write_many(docs)
         out = []
         for doc in docs:

@@ -105,6 +105,8 @@ class Supervisor:
         self.workers: dict[str, WorkerProc] = {}
         self.logdir = settings.state_path / "logs"
         self.saved = settings.state_path / "workers.json"
+        #: Called with (worker, job name, seconds after its due time) for every job started.
+        self.start_observers: list[Callable[[str, str, float], None]] = []
         #: Called with (worker, job name, status) for every task a worker finished (metrics).
         self.finish_observers: list[Callable[[str, str, str | None], None]] = []
 
@@ -307,6 +309,9 @@ class Supervisor:
                 wp.started_at = time.time()
                 wp.ready.set()
                 self.on_change(wp.name)
+            elif op == "started":
+                for sobs in self.start_observers:
+                    sobs(wp.name, str(msg.get("job") or ""), float(msg.get("lag") or 0.0))
             elif op == "finished":
                 sent = wp.inflight.pop(msg.get("id"), None)
                 if sent is not None:

@@ -6,7 +6,8 @@ to the daemon over one Unix socket (inherited as ``--fd``), one JSON object per 
 daemon -> worker: ``{"op": "run", "task": {...}}`` (a claimed task),
 ``{"op": "cancel", "id": ...}``, ``{"op": "stop", "timeout": s}``.
 
-worker -> daemon: ``{"op": "hello", "pid", "jobs"}``, ``{"op": "started", "id"}``,
+worker -> daemon: ``{"op": "hello", "pid", "jobs"}``,
+``{"op": "started", "id", "job", "lag"}`` (seconds after its due time it started),
 ``{"op": "finished", "id", "status", "job"}``.
 
 The worker writes task statuses into CouchDB itself (:class:`after.runner.Runner`);
@@ -62,8 +63,6 @@ async def serve(name: str, fd: int, modules: list[str], concurrency: int) -> int
     def send(msg: dict[str, Any]) -> None:
         if writer.is_closing():
             return
-        if msg.get("op") == "started":
-            msg = {"op": "started", "id": msg["id"]}
         writer.write(json.dumps(msg).encode() + b"\n")
 
     runner = Runner(store, name=name, registry=registry, settings=settings, concurrency=concurrency, notify=send, modules=modules)

@@ -19,9 +19,8 @@ def test_quick_start_flow(daemon: Daemon) -> None:
     assert doc["result"]["stdout"] == "hi"
     assert doc["result"]["exit_code"] == 0
     assert [h["status"] for h in doc["history"]] == ["waiting", "schedule", "scheduled", "done"]
-    # It fired at its due second, not before.
-    fired = next(h["at"] for h in doc["history"] if h["status"] == "schedule")
-    assert fired >= doc["date"]
+    # It started at its due time, not before (it may be claimed and accepted a little ahead).
+    assert doc["started"] >= doc["date"]
 
 
 def test_cli_list_log_clean_stop(daemon: Daemon) -> None:

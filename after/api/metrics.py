@@ -35,7 +35,7 @@ def install(app: web.Application) -> None:
     reg = CollectorRegistry()
     app[REGISTRY] = reg
     tasks = Gauge("after_tasks", "Tasks stored, by status", ["status"], registry=reg)
-    lag = Histogram("after_fire_lag_seconds", "Claim time minus due time", ["worker", "job"], buckets=_LAG_BUCKETS, registry=reg)
+    lag = Histogram("after_fire_lag_seconds", "Job start minus due time", ["worker", "job"], buckets=_LAG_BUCKETS, registry=reg)
     tick = Histogram("after_tick_duration_seconds", "Duration of one scheduler tick", buckets=_LAG_BUCKETS, registry=reg)
     actions = Counter(
         "after_scheduler_actions_total", "Scheduler actions by kind (fired, lost, recovered, expired, missed, canceled, invalid)", ["kind"], registry=reg
@@ -52,13 +52,16 @@ def install(app: web.Application) -> None:
     store_latency = Histogram("after_store_request_seconds", "CouchDB request latency by verb", ["verb"], buckets=_STORE_BUCKETS, registry=reg)
 
     def on_dispatch(seconds: float, worker: str, job: str) -> None:
-        lag.labels(worker, job).observe(seconds)
         dispatched.labels(worker, job).inc()
+
+    def on_start(worker: str, job: str, seconds: float) -> None:
+        lag.labels(worker, job).observe(seconds)
 
     sched = app[SCHEDULER]
     sched.lag_observers.append(on_dispatch)
     sched.tick_observers.append(tick.observe)
     app[STORE].observers.append(lambda verb, seconds: store_latency.labels(verb).observe(seconds))
+    app[SUPERVISOR].start_observers.append(on_start)
     app[SUPERVISOR].finish_observers.append(lambda worker, job, status: finished.labels(worker, job, status or "unknown").inc())
     seen: dict[str, int] = {}
 
