@@ -53,7 +53,7 @@ class Settings:
     state_dir: str = ""
     # [scheduler]
     scheduler_lease_seconds: float = 30.0
-    scheduler_claim_ahead: float = 1.0
+    scheduler_claim_ahead: float = 2.0
     scheduler_window_seconds: float = 60.0
     scheduler_default_timeout: float = 3600.0
     scheduler_history_limit: int = 50

@@ -33,7 +33,7 @@ import traceback
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from after import model, timing
 from after.config import Settings
@@ -121,8 +121,6 @@ class Runner:
         self._sem = asyncio.Semaphore(self.concurrency)
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix=f"job-{name}")
         self.running: dict[str, asyncio.Task[None]] = {}
-        #: The job of each started task, in a task of its own (cancel and timeout stop it there).
-        self._jobs: dict[str, asyncio.Task[tuple[str, Any, dict[str, Any] | None]]] = {}
         #: Tasks whose job is over and whose outcome is being written (too late to cancel).
         self._finishing: set[str] = set()
         self._cancel_asked: set[str] = set()
@@ -152,9 +150,7 @@ class Runner:
         if task_id in self._finishing:
             return True  # the job is over; its outcome is being written
         self._cancel_asked.add(task_id)
-        # A started job is stopped inside its own task, which reports "canceled";
-        # one still waiting for its time or a slot is stopped as a whole.
-        (self._jobs.get(task_id) or t).cancel()
+        t.cancel()
         return True
 
     async def drain(self, timeout: float) -> None:
@@ -167,8 +163,8 @@ class Runner:
             await asyncio.wait(list(self.running.values()), timeout=timeout)
         if self.running:
             self._interrupting = True
-            for task_id, t in list(self.running.items()):
-                (self._jobs.get(task_id) or t).cancel()
+            for t in list(self.running.values()):
+                t.cancel()
             await asyncio.wait(list(self.running.values()), timeout=30)
         await self.writer.stop()
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -190,11 +186,14 @@ class Runner:
                 if accepted is None:
                     return
                 current = accepted
-                # Claimed ahead of its due time: accepted now, started at its time.
+                # Claimed ahead of its due time: accepted and prepared now, started at its
+                # time with as little as possible left to do (a thousand tasks due at one
+                # second all wake at once; each one's start waits for the others' work).
+                ctx = self._prepare(accepted)
                 due = timing.due_at(accepted)
                 if due is not None and (delay := (due - self.clock()).total_seconds()) > 0:
                     await asyncio.sleep(delay)
-                ran = await self._run(accepted)
+                ran = await self._run(ctx)
             # The slot is free again (it bounds running jobs, not writes): write the outcome.
             if ran is not None:
                 self._finishing.add(task_id)
@@ -211,7 +210,6 @@ class Runner:
             log.exception("task %s: unexpected failure in the runner", task_id)
         finally:
             self.running.pop(task_id, None)
-            self._jobs.pop(task_id, None)
             self._cancel_asked.discard(task_id)
             self._finishing.discard(task_id)
 
@@ -255,13 +253,21 @@ class Runner:
             await self._lost_claim(claimed)
             return None
 
-    async def _run(self, accepted: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
-        """Run an accepted task's job under its timeout; return (its doc, the outcome doc) to write."""
-        task_id = accepted["_id"]
+    def _prepare(self, accepted: dict[str, Any]) -> TaskContext:
+        return TaskContext(task=dict(accepted), worker=self.name, settings=self._job_settings(), log_limit=self.settings.scheduler_log_limit)
+
+    async def _run(self, ctx: TaskContext) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """Run an accepted task's job under its timeout; return (its doc, the outcome doc) to write.
+
+        The job runs in this task (cancelling the task stops the job, and ``_outcome``
+        turns that into the outcome), so it starts the moment this task wakes. Until the
+        job has started, as little as possible is done: when a thousand tasks are due
+        at one second they all wake at once, and each start waits for the work before it.
+        """
+        doc = cast(dict[str, Any], ctx.task)  # _prepare made it this worker's own dict
+        task_id = doc["_id"]
         now = self.clock()
-        timeout = self._timeout(accepted)
-        doc = dict(accepted)
-        doc["started"] = timing.fmt(now)
+        timeout = self._timeout(doc)
         until = timing.parse_date((doc.get("lease") or {}).get("until"), field="lease.until")
         if (until - now).total_seconds() < timeout + SAFE_LEASE:
             # Its lease is short of its timeout (the store was slow to answer): renew it
@@ -270,23 +276,29 @@ class Runner:
             lease["until"] = timing.fmt(now + timedelta(seconds=timeout + self.settings.scheduler_lease_seconds))
             doc["lease"] = lease
             try:
-                doc = await self.writer.write(doc)
+                doc = ctx.task = await self.writer.write(doc)
             except Conflict:
-                await self._lost_claim(accepted)
+                await self._lost_claim(doc)
                 return None
-        job = doc.get("job") or {}
-        ctx = TaskContext(task=doc, worker=self.name, settings=self._job_settings(), log_limit=self.settings.scheduler_log_limit)
-        job_task = asyncio.create_task(self._outcome(ctx, job, timeout, task_id))
-        self._jobs[task_id] = job_task
-        due = timing.due_at(doc) or now
-        self.notify({"op": "started", "id": task_id, "job": _job_name(doc), "lag": max(0.0, (now - due).total_seconds())})
-        flusher = asyncio.create_task(self._flush_progress(ctx))
+        doc["started"] = timing.fmt(now)
+        # Progress and log lines are flushed once a second, from the first second on.
+        flusher: asyncio.Task[None] | None = None
+
+        def start_flusher() -> None:
+            nonlocal flusher
+            flusher = asyncio.create_task(self._flush_progress(ctx))
+
+        later = asyncio.get_running_loop().call_later(1.0, start_flusher)
         try:
-            outcome, result, error = await job_task
+            outcome, result, error = await self._outcome(ctx, doc.get("job") or {}, timeout, task_id)
         finally:
-            flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
+            later.cancel()
+            if flusher is not None:
+                flusher.cancel()
+        # Let every job due at this moment start before anyone's bookkeeping.
+        await asyncio.sleep(0)
+        due = timing.due_at(ctx.task) or now
+        self.notify({"op": "started", "id": task_id, "job": _job_name(ctx.task), "lag": max(0.0, (now - due).total_seconds())})
         self.tasks_run += 1
         if error:
             self.last_error = f"{task_id}: {error.get('message')}"
@@ -298,15 +310,23 @@ class Runner:
             func = self.registry.get(job.get("name", ""))
             if func is None:
                 raise UnknownJob(f"unknown job {job.get('name')!r} for worker {self.name!r}")
-            return "done", await asyncio.wait_for(self._call(func, ctx, job), timeout), None
+            # asyncio.timeout, not wait_for: the job runs in this task, at once, rather than
+            # in a new task queued behind every other task woken at the same moment.
+            async with asyncio.timeout(timeout):
+                result = await self._call(func, ctx, job)
+            return "done", result, None
         except TimeoutError as exc:
             return "fail", None, error_info("timeout", exc, f"timeout: the job ran longer than {timeout:g}s")
         except asyncio.CancelledError:
+            if task_id not in self._cancel_asked and not self._interrupting:
+                raise
+            # A cancel we asked for: it is this task's outcome, not the end of this task.
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
             if task_id in self._cancel_asked:
                 return "canceled", None, None
-            if self._interrupting:
-                return "fail", None, error_info("interrupted", message="interrupted by a shutdown")
-            raise
+            return "fail", None, error_info("interrupted", message="interrupted by a shutdown")
         except UnknownJob as exc:
             return "fail", None, error_info("unknown_job", exc)
         except IsolatedJobError as exc:

@@ -7,7 +7,8 @@ daemon -> worker: ``{"op": "run", "task": {...}}`` (a claimed task),
 ``{"op": "cancel", "id": ...}``, ``{"op": "stop", "timeout": s}``.
 
 worker -> daemon: ``{"op": "hello", "pid", "jobs"}``,
-``{"op": "started", "id", "job", "lag"}`` (seconds after its due time it started),
+``{"op": "started", "id", "job", "lag"}`` (how many seconds after its due time the job
+started; sent when the job ends, to keep the start itself lean),
 ``{"op": "finished", "id", "status", "job"}``.
 
 The worker writes task statuses into CouchDB itself (:class:`after.runner.Runner`);
