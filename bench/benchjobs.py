@@ -1,0 +1,32 @@
+"""Jobs the benchmark's After workers run (``--jobs benchjobs``, with bench/ on PYTHONPATH).
+
+Why a job of our own rather than the built-in ``noop``: the peers (bench/peers.py)
+record ``time.time()`` *inside* the job, so After's job start must be measured at the
+same point, in the job, not inferred from a status written before or after it.
+
+Each execution appends one line ``<time.time()> <due> <task id>`` to ``path`` with a
+single O_APPEND write, so lines from concurrent jobs never interleave and the file's
+line order is the order in which jobs started (what ``in_order_fraction`` needs).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from after.jobs import TaskContext, job
+
+# A no-op coroutine needs no process of its own: run it inline in the worker, as the
+# peers run theirs in a thread of the scheduler's process.
+_register = job(isolated=False)
+
+
+@_register
+async def stamp(ctx: TaskContext, path: str, due: float = 0.0) -> None:
+    """Record when this job started and when it was due; otherwise a no-op."""
+    line = f"{time.time():.6f} {due:.6f} {ctx.id}\n".encode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
