@@ -417,10 +417,41 @@ class Scheduler:
     # -- running -------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load the window and start following the changes feed and the tick loop."""
+        """Load the window, then follow the changes feed and tick.
+
+        The daemon already serves HTTP when this runs. If CouchDB becomes unreachable
+        right then, the daemon must not exit (nothing may crash it, and /health has to
+        say why): the load is retried in the background with backoff, and the loops
+        start once it succeeds. Nothing is claimed before the window is loaded.
+        """
+        try:
+            await self._load()
+        except StoreUnavailable as exc:
+            log.warning("loading the schedule: %s; retrying until CouchDB answers", exc.message)
+            self._bg = [asyncio.create_task(self._load_when_reachable(), name="load")]
+            return
+        self._start_loops()
+
+    async def _load(self) -> None:
         self.seq = await self.store.update_seq()
         await self.refresh_window(utcnow())
-        self._bg = [
+
+    async def _load_when_reachable(self) -> None:
+        delay = 0.5
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await self._load()
+            except StoreUnavailable as exc:
+                delay = min(delay * 2, 10.0)
+                log.warning("loading the schedule: %s; retrying in %.1fs", exc.message, delay)
+                continue
+            log.info("schedule loaded: CouchDB answers again")
+            self._start_loops()
+            return
+
+    def _start_loops(self) -> None:
+        self._bg += [
             asyncio.create_task(self._follow(), name="changes"),
             asyncio.create_task(self._refresh_loop(), name="window"),
             asyncio.create_task(self._purge_loop(), name="purge"),
@@ -428,9 +459,10 @@ class Scheduler:
         ]
 
     async def stop(self) -> None:
-        for t in self._bg:
+        bg = list(self._bg)  # _load_when_reachable may add to it until cancelled
+        for t in bg:
             t.cancel()
-        for t in self._bg:
+        for t in bg:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         self._bg = []

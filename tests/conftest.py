@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -301,3 +305,74 @@ def iso_in(seconds: float) -> str:
     from after import timing
 
     return timing.fmt(datetime.now(UTC) + timedelta(seconds=seconds))
+
+
+class CuttableLink:
+    """A TCP forwarder between the daemon and CouchDB that the test can cut and restore:
+    the store really becomes unreachable for the daemon (nothing is mocked)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.up = True
+        self.socks: set[socket.socket] = set()
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            if not self.up:
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.socks |= {client, upstream}
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while chunk := src.recv(65536):
+                dst.sendall(chunk)
+        self._drop(src, dst)
+
+    def _drop(self, *socks: socket.socket) -> None:
+        with self.lock:
+            for s in socks:
+                if s in self.socks:
+                    self.socks.discard(s)
+                    with contextlib.suppress(OSError):
+                        s.shutdown(socket.SHUT_RDWR)
+                    s.close()
+
+    def cut(self) -> None:
+        self.up = False
+        with self.lock:
+            live = list(self.socks)
+        self._drop(*live)
+
+    def restore(self) -> None:
+        self.up = True
+
+    def via(self, url: str) -> str:
+        """``url`` (a CouchDB URL, credentials included) rerouted through this link."""
+        parts = urllib.parse.urlsplit(url)
+        return url.replace(f":{parts.port}", f":{self.port}", 1)
+
+    @classmethod
+    def to(cls, url: str) -> CuttableLink:
+        parts = urllib.parse.urlsplit(url)
+        return cls(parts.hostname or "127.0.0.1", parts.port or 5984)
+
+    def close(self) -> None:
+        self.cut()
+        self.listener.close()

@@ -4,17 +4,13 @@ finished tasks per worker and job, worker restarts and store latency."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import socket
-import threading
 import time
-import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import TESTS, WORKER_PASSWORD, Couch, Daemon, http, wait_until
+from conftest import TESTS, WORKER_PASSWORD, Couch, CuttableLink, Daemon, http, wait_until
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 from test_api import running_daemon
@@ -95,73 +91,10 @@ def test_health_reports_a_crash_looping_worker(start_daemon: Callable[..., Daemo
     assert http(d.base, "GET", "/health") == (200, {"status": "ok", "reasons": []})
 
 
-class CuttableLink:
-    """A TCP forwarder between the daemon and CouchDB that the test can cut and restore:
-    the store really becomes unreachable for the daemon (nothing is mocked)."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.target = (host, port)
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.up = True
-        self.socks: set[socket.socket] = set()
-        self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return  # closed
-            if not self.up:
-                client.close()
-                continue
-            try:
-                upstream = socket.create_connection(self.target, timeout=5)
-            except OSError:
-                client.close()
-                continue
-            with self.lock:
-                self.socks |= {client, upstream}
-            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while chunk := src.recv(65536):
-                dst.sendall(chunk)
-        self._drop(src, dst)
-
-    def _drop(self, *socks: socket.socket) -> None:
-        with self.lock:
-            for s in socks:
-                if s in self.socks:
-                    self.socks.discard(s)
-                    with contextlib.suppress(OSError):
-                        s.shutdown(socket.SHUT_RDWR)
-                    s.close()
-
-    def cut(self) -> None:
-        self.up = False
-        with self.lock:
-            live = list(self.socks)
-        self._drop(*live)
-
-    def restore(self) -> None:
-        self.up = True
-
-    def close(self) -> None:
-        self.cut()
-        self.listener.close()
-
-
 def test_health_and_errors_when_the_store_is_unreachable(couch: Couch, tmp_path: Path) -> None:
-    parts = urllib.parse.urlsplit(couch.url)
-    link = CuttableLink(parts.hostname or "127.0.0.1", parts.port or 5984)
+    link = CuttableLink.to(couch.url)
     try:
-        via_link = couch.url_for().replace(f":{parts.port}", f":{link.port}")
-        with running_daemon(couch, tmp_path, AFTER_COUCHDB_URL=via_link) as d:
+        with running_daemon(couch, tmp_path, AFTER_COUCHDB_URL=link.via(couch.url_for())) as d:
             assert http(d.base, "GET", "/health") == (200, {"status": "ok", "reasons": []})
             link.cut()
             status, body = http(d.base, "GET", "/health")

@@ -89,7 +89,10 @@ def test_kill_9_of_daemon_and_worker_mid_job(start_daemon: Callable[..., Daemon]
     if retry:
         body["retry"] = retry
     task_id = d1.create(body)["id"]
+    # "scheduled" is written when the worker accepts, which with claim-ahead can be before the
+    # due time: wait for the job itself to have started, so the kill is really mid-job.
     d1.wait_status(task_id, "scheduled", timeout=10)
+    wait_until(lambda: executions(out)[task_id] == 1, 10, "the job to start")
     os.kill(worker["pid"], signal.SIGKILL)
     d1.stop(signal.SIGKILL)
     # Same state directory, same port: the new daemon brings worker w back.

@@ -10,13 +10,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, WORKER_PASSWORD, WORKER_USER, Couch, Daemon, daemon_env, executions, iso_in, spawn_daemon, tid, wait_until
+from conftest import ROOT, WORKER_PASSWORD, WORKER_USER, Couch, CuttableLink, Daemon, daemon_env, executions, iso_in, spawn_daemon, tid, wait_until
 
-from after import model
+from after import model, timing
 from after.embedded import ADMIN, EmbeddedCouch, free_port
+from after.jobs import TaskContext
+from after.scheduler import connect
 
 
 def worker_info(d: Daemon, name: str) -> dict:
@@ -200,6 +203,33 @@ def test_couchdb_down_for_10s_mid_run_nothing_lost_or_doubled(own_couch: Couch, 
         assert d.api("GET", "/health")[0] == 200
     finally:
         d.stop()
+
+
+async def test_a_scheduler_started_during_an_outage_waits_for_the_store(couch: Couch, dbname: str) -> None:
+    """CouchDB unreachable just as the scheduler starts (the daemon already serves HTTP
+    then): it must not give up; it loads its window once the store answers and runs
+    what is due, once."""
+    ran: list[str] = []
+
+    async def hit(ctx: TaskContext) -> None:
+        ran.append(ctx.id)
+
+    now = datetime.now(UTC)
+    task = model.new_task({"worker": "w", "date": timing.fmt(now), "job": {"name": "hit"}}, now=now)
+    async with couch.store(dbname) as store:
+        await store.put(task)
+    link = CuttableLink.to(couch.url)
+    link.cut()
+    try:
+        async with connect(link.via(couch.url_for()), database=dbname, run={"w": {"hit": hit}}) as after:
+            await asyncio.sleep(1.5)
+            assert ran == []
+            link.restore()
+            doc = await after.wait(task["_id"], timeout=30)
+            assert doc["status"] == "done", doc
+            assert ran == [task["_id"]]
+    finally:
+        link.close()
 
 
 # -- worker logs --------------------------------------------------------------------------------------
