@@ -92,6 +92,24 @@ class JobCrashed(Exception):
 Notify = Callable[[dict[str, Any]], None]
 
 
+def _landed(ours: Mapping[str, Any], fresh: Mapping[str, Any]) -> bool:
+    """Whether ``fresh`` (read after our write of ``ours`` conflicted) is our own write.
+
+    A write whose request reached CouchDB just as the connection broke is applied, but
+    we see an error; the writer holds it and sends it again with the old revision, which
+    now conflicts with itself. It is ours if the status, the whole lease (id, until,
+    worker, pid) and the last history entry (status, time, writer) are all the same.
+    """
+    history, fresh_history = ours.get("history") or [], fresh.get("history") or []
+    return (
+        bool(history)
+        and bool(fresh_history)
+        and fresh.get("status") == ours.get("status")
+        and fresh_history[-1] == history[-1]
+        and fresh.get("lease") == ours.get("lease")
+    )
+
+
 class Runner:
     """Executes tasks for worker ``name`` with at most ``concurrency`` at once."""
 
@@ -250,7 +268,15 @@ class Runner:
         try:
             return await self.writer.write(doc)
         except Conflict:
-            await self._lost_claim(claimed)
+            try:
+                fresh = await self.store.get(claimed["_id"])
+            except NotFound:
+                return None
+            if _landed(doc, fresh):
+                # Our write reached CouchDB but its answer was lost (the store went away
+                # mid-request) and the held retry met our own revision: it is ours.
+                return fresh
+            await self._lost_claim(claimed, fresh)
             return None
 
     def _prepare(self, accepted: dict[str, Any]) -> TaskContext:
@@ -278,8 +304,14 @@ class Runner:
             try:
                 doc = ctx.task = await self.writer.write(doc)
             except Conflict:
-                await self._lost_claim(doc)
-                return None
+                try:
+                    fresh = await self.store.get(task_id)
+                except NotFound:
+                    return None
+                if not _landed(doc, fresh):
+                    await self._lost_claim(doc, fresh)
+                    return None
+                doc = ctx.task = fresh
         doc["started"] = timing.fmt(now)
         # Progress and log lines are flushed once a second, from the first second on.
         flusher: asyncio.Task[None] | None = None
@@ -483,6 +515,8 @@ class Runner:
                 except NotFound:
                     log.warning("task %s was deleted while it ran; its outcome is dropped", doc["_id"])
                     return
+                if _landed(doc, fresh):
+                    return  # written before the store went away; only the answer was lost
                 fresh_lease = (fresh.get("lease") or {}).get("id")
                 if fresh_lease != lease_id or fresh.get("status") not in (model.SCHEDULE, model.SCHEDULED, model.CANCEL):
                     log.warning(
@@ -502,12 +536,8 @@ class Runner:
                 merged["history"] = model.merge_history(fresh.get("history"), cur.get("history"), final.get("history"), limit=self._limit())
                 doc = merged
 
-    async def _lost_claim(self, claimed: Mapping[str, Any]) -> None:
+    async def _lost_claim(self, claimed: Mapping[str, Any], fresh: dict[str, Any]) -> None:
         """Our ``scheduled`` write conflicted: acknowledge a cancel, otherwise let it go."""
-        try:
-            fresh = await self.store.get(claimed["_id"])
-        except NotFound:
-            return
         same_lease = (fresh.get("lease") or {}).get("id") == (claimed.get("lease") or {}).get("id")
         if fresh.get("status") == model.CANCEL and same_lease:
             await self._finish_simple(fresh, model.CANCELED, None)

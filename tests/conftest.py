@@ -316,6 +316,9 @@ class CuttableLink:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.up = True
+        #: Set by :meth:`lose_next_answer`; counts the answers dropped.
+        self._lose_answer = False
+        self.answers_lost = 0
         self.socks: set[socket.socket] = set()
         self.lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
@@ -337,13 +340,22 @@ class CuttableLink:
             with self.lock:
                 self.socks |= {client, upstream}
             threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, answers: bool = False) -> None:
         with contextlib.suppress(OSError):
             while chunk := src.recv(65536):
+                if answers and self._lose_answer:
+                    # CouchDB has done the request (here is its answer); the client never hears.
+                    self._lose_answer = False
+                    self.answers_lost += 1
+                    break
                 dst.sendall(chunk)
         self._drop(src, dst)
+
+    def lose_next_answer(self) -> None:
+        """Let the next request through, then break its connection before the answer."""
+        self._lose_answer = True
 
     def _drop(self, *socks: socket.socket) -> None:
         with self.lock:

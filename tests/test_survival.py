@@ -10,16 +10,19 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from conftest import ROOT, WORKER_PASSWORD, WORKER_USER, Couch, CuttableLink, Daemon, daemon_env, executions, iso_in, spawn_daemon, tid, wait_until
 
 from after import model, timing
+from after.config import Settings
 from after.embedded import ADMIN, EmbeddedCouch, free_port
 from after.jobs import TaskContext
+from after.runner import Runner
 from after.scheduler import connect
+from after.store import Store
 
 
 def worker_info(d: Daemon, name: str) -> dict:
@@ -228,6 +231,39 @@ async def test_a_scheduler_started_during_an_outage_waits_for_the_store(couch: C
             doc = await after.wait(task["_id"], timeout=30)
             assert doc["status"] == "done", doc
             assert ran == [task["_id"]]
+    finally:
+        link.close()
+
+
+async def test_a_write_that_landed_but_whose_answer_was_lost_is_recognised(couch: Couch, dbname: str, settings: Settings) -> None:
+    """The store goes away just after applying the worker's ``scheduled`` write: the worker
+    sees an error, holds the write and sends it again, and meets its own revision (409).
+    It must recognise its own write and run the job, not give the task up (which would
+    leave it ``scheduled`` until its lease ran out, then end it ``err`` without a run)."""
+    ran: list[str] = []
+
+    async def hit(ctx: TaskContext) -> None:
+        ran.append(ctx.id)
+
+    link = CuttableLink.to(couch.url)
+    now = datetime.now(UTC)
+    try:
+        async with Store(link.via(couch.url_for()), dbname) as store:
+            doc = await store.put(model.new_task({"worker": "w", "date": timing.fmt(now + timedelta(seconds=1)), "job": {"name": "hit"}}, now=now))
+            (claimed,), _ = await store.claim([doc], daemon="daemon:t", now=now, lease_seconds=30, history_limit=50)
+            runner = Runner(store, name="w", registry={"hit": hit}, settings=settings, isolate=False)
+            link.lose_next_answer()
+            runner.submit(claimed)
+            deadline = time.monotonic() + 20
+            while runner.running and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            await runner.drain(5)
+        assert link.answers_lost == 1
+        async with couch.store(dbname) as direct:
+            final = await direct.get(doc["_id"])
+        assert final["status"] == "done", final
+        assert final["attempts"] == 1 and ran == [doc["_id"]]
+        assert [h["status"] for h in final["history"]] == ["waiting", "schedule", "scheduled", "done"]
     finally:
         link.close()
 
