@@ -274,6 +274,21 @@ class Store:
         with self._call("info", "GET /"):
             return dict(await self.couch.info())
 
+    async def ping(self, timeout: float = 2.0) -> None:
+        """Raise :class:`StoreUnavailable` unless CouchDB answers ``GET /`` within ``timeout``.
+
+        For /health and ``GET /``: a CouchDB that accepts connections but does not
+        answer (overloaded, stopped with SIGSTOP, a partition that drops packets) would
+        otherwise hold a health probe for the session's whole 30 s timeout, and the
+        monitor would see its own timeout instead of a 503 that says why.
+        """
+        try:
+            async with asyncio.timeout(timeout):
+                await self.server_info()
+        except TimeoutError:
+            self.last_error = f"GET /: CouchDB did not answer within {timeout:g}s"
+            raise StoreUnavailable(self.last_error) from None
+
     async def is_admin(self) -> bool:
         with self._call("session", "GET /_session"):
             _, reply = await self.couch._server._get("/_session")

@@ -4,6 +4,7 @@ outages, worker logs. Real processes are killed; the real server is stopped."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -205,6 +206,45 @@ def test_couchdb_down_for_10s_mid_run_nothing_lost_or_doubled(own_couch: Couch, 
         assert set(ran) == set(ids) and max(ran.values()) == 1
         assert d.api("GET", "/health")[0] == 200
     finally:
+        d.stop()
+
+
+def test_a_hung_couchdb_is_reported_at_once_and_nothing_is_lost(own_couch: Couch, tmp_path: Path) -> None:
+    """CouchDB stops answering but keeps its connections (SIGSTOP: overloaded, or a
+    partition that drops packets). /health answers within seconds with the store's
+    reason, then also reports the stalled tick (it waits on a claim); once CouchDB goes
+    on, every task runs exactly once."""
+    assert own_couch.embedded is not None and own_couch.embedded.proc is not None
+    state = tmp_path / "d"
+    d = spawn_daemon(daemon_env(own_couch, "outage", state, free_port()), state)
+    pid = own_couch.embedded.proc.pid
+    try:
+        d.start_worker("w", concurrency=4)
+        out = tmp_path / "runs"
+        base = time.time() + 1
+        ids = d.create([{"worker": "w", "date": base + i * 0.3, "job": {"name": "count", "arguments": [str(out)]}} for i in range(60)])["ids"]
+        wait_until(lambda: len(executions(out)) >= 5, 20, "the first runs")
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            t0 = time.monotonic()
+            status, health = d.api("GET", "/health")
+            assert time.monotonic() - t0 < 6, "/health waited for the hung store"
+            assert status == 503 and any(r.startswith("store unreachable") for r in health["reasons"]), health
+
+            def tick_stalled() -> bool:
+                return any(r.startswith("tick stalled") for r in d.api("GET", "/health")[1]["reasons"])
+
+            wait_until(tick_stalled, 30, "/health to report the stalled tick")
+            assert d.proc.poll() is None
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        wait_until(lambda: all(d.task(i)["status"] == "done" for i in ids), 120, "every task done after the hang")
+        ran = executions(out)
+        assert set(ran) == set(ids) and max(ran.values()) == 1
+        wait_until(lambda: d.api("GET", "/health")[0] == 200, 30, "/health to recover")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
         d.stop()
 
 

@@ -175,7 +175,7 @@ async def info(request: web.Request) -> web.Response:
     store = app[STORE]
     reachable = True
     try:
-        await store.server_info()
+        await store.ping()
     except AfterError:
         reachable = False
     return web.json_response(
@@ -201,7 +201,7 @@ async def health(request: web.Request) -> web.Response:
     app = request.app
     reasons: list[str] = []
     try:
-        await app[STORE].server_info()
+        await app[STORE].ping()
     except AfterError as exc:
         reasons.append(f"store unreachable: {exc.message}")
     if app[SCHEDULER].stalled():
