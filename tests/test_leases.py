@@ -130,7 +130,8 @@ def test_three_daemons_2000_tasks_each_executed_exactly_once(start_daemon: Calla
 def test_kill_9_daemon_while_1000_tasks_fire_then_restart(start_daemon: Callable[..., Daemon], couch: Couch, dbname: str, tmp_path: Path) -> None:
     """Nothing lost, nothing doubled. The rule (no retry policy): every task ends terminal;
     each ran at most once; one that did not run ended err with reason "lost" or "worker died"."""
-    d1 = start_daemon("d1")
+    # Short leases on both: d1's claims must expire before d2 may take them back.
+    d1 = start_daemon("d1", AFTER_SCHEDULER_LEASE_SECONDS="5")
     d1.start_worker("w", concurrency=8)
     out = tmp_path / "runs"
     base = time.time() + 2
