@@ -109,6 +109,9 @@ class Scheduler:
         #: (when, seconds late) of each job start, as its worker reported it (for /stats).
         self.fire_lags: deque[tuple[float, float]] = deque(maxlen=20000)
         self.counters: dict[str, int] = defaultdict(int)
+        #: Tasks whose last claim failed with the store unreachable: CouchDB may have
+        #: applied it anyway (the answer was lost). See :meth:`_own_lost_claims`.
+        self._unsure_claims: set[str] = set()
         self.tick_observers: list[Callable[[float], None]] = []
         self.lag_observers: list[Callable[[float, str, str], None]] = []
 
@@ -126,6 +129,11 @@ class Scheduler:
         if when is None or when > self._horizon:
             self.tasks.pop(task_id, None)
             return
+        if task_id in self._unsure_claims and self._is_own_orphan(doc):
+            # Our claim landed although we saw an error, and the feed told us first.
+            self._unsure_claims.discard(task_id)
+            log.info("task %s: claim applied although its answer was lost: dispatched now", task_id)
+            self.dispatcher.dispatch(doc["worker"], dict(doc))
         self.tasks[task_id] = dict(doc)
         gen = rev_gen(doc)
         heapq.heappush(self._heap, (when.timestamp(), task_id, gen))
@@ -301,14 +309,23 @@ class Scheduler:
             batch = self.settings.scheduler_claim_batch
             for i in range(0, len(claims), batch):
                 chunk = claims[i : i + batch]
-                claimed, lost = await self.store.claim(
-                    [d for _, d in chunk],
-                    daemon=self.daemon_id,
-                    now=now,
-                    # A task claimed ahead of its due time holds its full lease after it.
-                    lease_seconds=self.settings.scheduler_lease_seconds + self.settings.scheduler_claim_ahead,
-                    history_limit=limit,
-                )
+                try:
+                    claimed, lost = await self.store.claim(
+                        [d for _, d in chunk],
+                        daemon=self.daemon_id,
+                        now=now,
+                        # A task claimed ahead of its due time holds its full lease after it.
+                        lease_seconds=self.settings.scheduler_lease_seconds + self.settings.scheduler_claim_ahead,
+                        history_limit=limit,
+                    )
+                except StoreUnavailable:
+                    if len(self._unsure_claims) > 100_000:
+                        self._unsure_claims.clear()  # bounded; at worst a lease runs out
+                    self._unsure_claims.update(d["_id"] for _, d in chunk)
+                    raise
+                if self._unsure_claims:
+                    claimed += await self._own_lost_claims(lost)
+                    self._unsure_claims.difference_update(d["_id"] for _, d in chunk)
                 stats["lost"] += len(lost)
                 for task_id in lost:
                     self.forget(task_id)  # the changes feed brings its new state
@@ -327,6 +344,42 @@ class Scheduler:
         for tobs in self.tick_observers:
             tobs(elapsed)
         return dict(stats)
+
+    def _is_own_orphan(self, doc: Mapping[str, Any]) -> bool:
+        """Claimed (``schedule``) under this daemon's lease, and no worker of ours has it."""
+        return (
+            doc.get("status") == model.SCHEDULE
+            and (doc.get("lease") or {}).get("daemon") == self.daemon_id
+            and not self.dispatcher.running_here(doc.get("worker", ""), doc.get("_id", ""))
+        )
+
+    async def _own_lost_claims(self, lost: list[str]) -> list[dict[str, Any]]:
+        """Of the claims just lost to a conflict, those that are this daemon's own earlier
+        claim, applied by CouchDB although we saw an error (the answer was lost).
+
+        Only tasks whose previous claim failed that way are read. Such a task is ours if
+        it is still ``schedule`` under a lease of this daemon and no worker of ours has
+        it: every successful claim is dispatched in the tick that made it, so a claim of
+        ours that nobody runs can only be one whose answer we never had. Taken here, it
+        runs now rather than when its lease ends. Removed from ``lost`` in place. (If the
+        changes feed brings the task first, :meth:`observe` dispatches it.)
+        """
+        unsure = [task_id for task_id in lost if task_id in self._unsure_claims]
+        if not unsure:
+            return []
+        try:
+            fresh = await self.store.get_many(unsure)
+        except StoreUnavailable:
+            return []  # their leases end; recovery releases them then
+        ours = []
+        for task_id in unsure:
+            doc = fresh.get(task_id)
+            if doc is not None and self._is_own_orphan(doc):
+                ours.append(doc)
+                lost.remove(task_id)
+        if ours:
+            log.info("%d claim(s) applied although their answer was lost: dispatched now", len(ours))
+        return ours
 
     async def _write(self, docs: list[dict[str, Any]]) -> dict[str, dict[str, Any] | AfterError]:
         try:
