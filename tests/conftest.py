@@ -24,7 +24,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -34,6 +34,7 @@ import pytest
 from after import model
 from after.config import Settings
 from after.embedded import ADMIN, EmbeddedCouch, free_port
+from after.jobs import TaskContext
 from after.store import Store, split_credentials
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -388,3 +389,21 @@ class CuttableLink:
     def close(self) -> None:
         self.cut()
         self.listener.close()
+
+
+@pytest.fixture
+def link(couch: Couch) -> Iterator[CuttableLink]:
+    """A :class:`CuttableLink` to this session's CouchDB, closed after the test."""
+    cut = CuttableLink.to(couch.url)
+    yield cut
+    cut.close()
+
+
+def recording_job() -> tuple[list[str], Callable[[TaskContext], Awaitable[None]]]:
+    """An in-process job, and the list of the task ids it ran, in order."""
+    ran: list[str] = []
+
+    async def hit(ctx: TaskContext) -> None:
+        ran.append(ctx.id)
+
+    return ran, hit

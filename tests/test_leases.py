@@ -13,12 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Couch, CuttableLink, Daemon, executions, iso_in, wait_until
+from conftest import Couch, CuttableLink, Daemon, executions, iso_in, recording_job, wait_until
 
 from after import model, timing
 from after.config import Settings
 from after.errors import StoreUnavailable
-from after.jobs import TaskContext
 from after.runner import Runner
 from after.scheduler import LocalDispatcher, NoDispatcher, Scheduler
 from after.store import Store
@@ -61,49 +60,43 @@ async def test_late_done_from_a_worker_whose_lease_was_taken_is_rejected(setting
 
 
 @pytest.mark.parametrize("first", ["tick", "feed"])
-async def test_a_claim_applied_whose_answer_was_lost_is_dispatched_at_once(couch: Couch, dbname: str, settings: Settings, first: str) -> None:
+async def test_a_claim_applied_whose_answer_was_lost_is_dispatched_at_once(
+    couch: Couch, dbname: str, settings: Settings, first: str, link: CuttableLink
+) -> None:
     """CouchDB applies a claim, but the connection breaks before its answer: the tick
     fails. Whether its retry (conflicting with our own claim) or the changes feed shows
     the claim first, the daemon must recognise it as its own and run the task now, not
     leave it until the lease ends, and never twice."""
-    ran: list[str] = []
-
-    async def hit(ctx: TaskContext) -> None:
-        ran.append(ctx.id)
-
-    link = CuttableLink.to(couch.url)
+    ran, hit = recording_job()
     now = datetime.now(UTC)
-    try:
-        async with Store(link.via(couch.url_for()), dbname) as store:
-            doc = await store.put(model.new_task({"worker": "w", "date": timing.fmt(now), "job": {"name": "hit"}}, now=now))
-            local = LocalDispatcher(store, settings, {"w": {"hit": hit}})
-            sched = Scheduler(store, settings, local, daemon_id="daemon:test")
-            local.scheduler = sched
-            await sched.refresh_window(now)
-            link.lose_next_answer()
-            with pytest.raises(StoreUnavailable):
-                await sched.tick(now)
-            assert link.answers_lost == 1
-            if first == "feed":
-                async with couch.store(dbname) as direct:
-                    sched.apply_changes([{"id": doc["_id"], "doc": await direct.get(doc["_id"])}])
-                assert local.running_here("w", doc["_id"])
-                stats = await sched.tick(now + timedelta(seconds=1))
-                assert not stats.get("fired"), stats  # not dispatched a second time
-            else:
-                stats = await sched.tick(now + timedelta(seconds=1))
-                assert stats.get("fired") == 1 and not stats.get("lost"), stats
-            deadline = time.monotonic() + 10
-            while local.runners["w"].running and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            await local.drain(5)
-        async with couch.store(dbname) as direct:
-            final = await direct.get(doc["_id"])
-        assert final["status"] == "done", final
-        assert ran == [doc["_id"]] and final["attempts"] == 1
-        assert [h["status"] for h in final["history"]] == ["waiting", "schedule", "scheduled", "done"]
-    finally:
-        link.close()
+    async with Store(link.via(couch.url_for()), dbname) as store:
+        doc = await store.put(model.new_task({"worker": "w", "date": timing.fmt(now), "job": {"name": "hit"}}, now=now))
+        local = LocalDispatcher(store, settings, {"w": {"hit": hit}})
+        sched = Scheduler(store, settings, local, daemon_id="daemon:test")
+        local.scheduler = sched
+        await sched.refresh_window(now)
+        link.lose_next_answer()
+        with pytest.raises(StoreUnavailable):
+            await sched.tick(now)
+        assert link.answers_lost == 1
+        if first == "feed":
+            async with couch.store(dbname) as direct:
+                sched.apply_changes([{"id": doc["_id"], "doc": await direct.get(doc["_id"])}])
+            assert local.running_here("w", doc["_id"])
+            stats = await sched.tick(now + timedelta(seconds=1))
+            assert not stats.get("fired"), stats  # not dispatched a second time
+        else:
+            stats = await sched.tick(now + timedelta(seconds=1))
+            assert stats.get("fired") == 1 and not stats.get("lost"), stats
+        deadline = time.monotonic() + 10
+        while local.runners["w"].running and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await local.drain(5)
+    async with couch.store(dbname) as direct:
+        final = await direct.get(doc["_id"])
+    assert final["status"] == "done", final
+    assert ran == [doc["_id"]] and final["attempts"] == 1
+    assert [h["status"] for h in final["history"]] == ["waiting", "schedule", "scheduled", "done"]
 
 
 def test_claimed_task_of_a_dead_daemon_goes_back_to_waiting_without_an_attempt(daemon: Daemon, couch: Couch, dbname: str, tmp_path: Path) -> None:

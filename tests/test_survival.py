@@ -15,12 +15,25 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, WORKER_PASSWORD, WORKER_USER, Couch, CuttableLink, Daemon, daemon_env, executions, iso_in, spawn_daemon, tid, wait_until
+from conftest import (
+    ROOT,
+    WORKER_PASSWORD,
+    WORKER_USER,
+    Couch,
+    CuttableLink,
+    Daemon,
+    daemon_env,
+    executions,
+    iso_in,
+    recording_job,
+    spawn_daemon,
+    tid,
+    wait_until,
+)
 
 from after import model, timing
 from after.config import Settings
 from after.embedded import ADMIN, EmbeddedCouch, free_port
-from after.jobs import TaskContext
 from after.runner import Runner
 from after.scheduler import connect
 from after.store import Store
@@ -248,64 +261,48 @@ def test_a_hung_couchdb_is_reported_at_once_and_nothing_is_lost(own_couch: Couch
         d.stop()
 
 
-async def test_a_scheduler_started_during_an_outage_waits_for_the_store(couch: Couch, dbname: str) -> None:
+async def test_a_scheduler_started_during_an_outage_waits_for_the_store(couch: Couch, dbname: str, link: CuttableLink) -> None:
     """CouchDB unreachable just as the scheduler starts (the daemon already serves HTTP
     then): it must not give up; it loads its window once the store answers and runs
     what is due, once."""
-    ran: list[str] = []
-
-    async def hit(ctx: TaskContext) -> None:
-        ran.append(ctx.id)
-
+    ran, hit = recording_job()
     now = datetime.now(UTC)
     task = model.new_task({"worker": "w", "date": timing.fmt(now), "job": {"name": "hit"}}, now=now)
     async with couch.store(dbname) as store:
         await store.put(task)
-    link = CuttableLink.to(couch.url)
     link.cut()
-    try:
-        async with connect(link.via(couch.url_for()), database=dbname, run={"w": {"hit": hit}}) as after:
-            await asyncio.sleep(1.5)
-            assert ran == []
-            link.restore()
-            doc = await after.wait(task["_id"], timeout=30)
-            assert doc["status"] == "done", doc
-            assert ran == [task["_id"]]
-    finally:
-        link.close()
+    async with connect(link.via(couch.url_for()), database=dbname, run={"w": {"hit": hit}}) as after:
+        await asyncio.sleep(1.5)
+        assert ran == []
+        link.restore()
+        doc = await after.wait(task["_id"], timeout=30)
+        assert doc["status"] == "done", doc
+        assert ran == [task["_id"]]
 
 
-async def test_a_write_that_landed_but_whose_answer_was_lost_is_recognised(couch: Couch, dbname: str, settings: Settings) -> None:
+async def test_a_write_that_landed_but_whose_answer_was_lost_is_recognised(couch: Couch, dbname: str, settings: Settings, link: CuttableLink) -> None:
     """The store goes away just after applying the worker's ``scheduled`` write: the worker
     sees an error, holds the write and sends it again, and meets its own revision (409).
     It must recognise its own write and run the job, not give the task up (which would
     leave it ``scheduled`` until its lease ran out, then end it ``err`` without a run)."""
-    ran: list[str] = []
-
-    async def hit(ctx: TaskContext) -> None:
-        ran.append(ctx.id)
-
-    link = CuttableLink.to(couch.url)
+    ran, hit = recording_job()
     now = datetime.now(UTC)
-    try:
-        async with Store(link.via(couch.url_for()), dbname) as store:
-            doc = await store.put(model.new_task({"worker": "w", "date": timing.fmt(now + timedelta(seconds=1)), "job": {"name": "hit"}}, now=now))
-            (claimed,), _ = await store.claim([doc], daemon="daemon:t", now=now, lease_seconds=30, history_limit=50)
-            runner = Runner(store, name="w", registry={"hit": hit}, settings=settings, isolate=False)
-            link.lose_next_answer()
-            runner.submit(claimed)
-            deadline = time.monotonic() + 20
-            while runner.running and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            await runner.drain(5)
-        assert link.answers_lost == 1
-        async with couch.store(dbname) as direct:
-            final = await direct.get(doc["_id"])
-        assert final["status"] == "done", final
-        assert final["attempts"] == 1 and ran == [doc["_id"]]
-        assert [h["status"] for h in final["history"]] == ["waiting", "schedule", "scheduled", "done"]
-    finally:
-        link.close()
+    async with Store(link.via(couch.url_for()), dbname) as store:
+        doc = await store.put(model.new_task({"worker": "w", "date": timing.fmt(now + timedelta(seconds=1)), "job": {"name": "hit"}}, now=now))
+        (claimed,), _ = await store.claim([doc], daemon="daemon:t", now=now, lease_seconds=30, history_limit=50)
+        runner = Runner(store, name="w", registry={"hit": hit}, settings=settings, isolate=False)
+        link.lose_next_answer()
+        runner.submit(claimed)
+        deadline = time.monotonic() + 20
+        while runner.running and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await runner.drain(5)
+    assert link.answers_lost == 1
+    async with couch.store(dbname) as direct:
+        final = await direct.get(doc["_id"])
+    assert final["status"] == "done", final
+    assert final["attempts"] == 1 and ran == [doc["_id"]]
+    assert [h["status"] for h in final["history"]] == ["waiting", "schedule", "scheduled", "done"]
 
 
 # -- worker logs --------------------------------------------------------------------------------------
