@@ -268,16 +268,7 @@ class Runner:
         try:
             return await self.writer.write(doc)
         except Conflict:
-            try:
-                fresh = await self.store.get(claimed["_id"])
-            except NotFound:
-                return None
-            if _landed(doc, fresh):
-                # Our write reached CouchDB but its answer was lost (the store went away
-                # mid-request) and the held retry met our own revision: it is ours.
-                return fresh
-            await self._lost_claim(claimed, fresh)
-            return None
+            return await self._ours_after_conflict(doc, claimed)
 
     def _prepare(self, accepted: dict[str, Any]) -> TaskContext:
         return TaskContext(task=dict(accepted), worker=self.name, settings=self._job_settings(), log_limit=self.settings.scheduler_log_limit)
@@ -304,12 +295,8 @@ class Runner:
             try:
                 doc = ctx.task = await self.writer.write(doc)
             except Conflict:
-                try:
-                    fresh = await self.store.get(task_id)
-                except NotFound:
-                    return None
-                if not _landed(doc, fresh):
-                    await self._lost_claim(doc, fresh)
+                fresh = await self._ours_after_conflict(doc, doc)
+                if fresh is None:
                     return None
                 doc = ctx.task = fresh
         doc["started"] = timing.fmt(now)
@@ -535,6 +522,19 @@ class Runner:
                 # new entries go after it.
                 merged["history"] = model.merge_history(fresh.get("history"), cur.get("history"), final.get("history"), limit=self._limit())
                 doc = merged
+
+    async def _ours_after_conflict(self, ours: dict[str, Any], claimed: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Our write of ``ours`` (accepting or renewing ``claimed``) conflicted: the stored
+        task if it is that very write (CouchDB applied it, the answer was lost and the
+        held retry met our own revision), else None: the claim is lost (see :meth:`_lost_claim`)."""
+        try:
+            fresh = await self.store.get(ours["_id"])
+        except NotFound:
+            return None
+        if _landed(ours, fresh):
+            return fresh
+        await self._lost_claim(claimed, fresh)
+        return None
 
     async def _lost_claim(self, claimed: Mapping[str, Any], fresh: dict[str, Any]) -> None:
         """Our ``scheduled`` write conflicted: acknowledge a cancel, otherwise let it go."""
