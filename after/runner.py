@@ -239,11 +239,12 @@ class Runner:
         """Return at ``due`` (at once if it is past), as close to it as the host allows.
 
         One long sleep wakes late where an idle CPU sleeps deeply (a virtual machine,
-        power saving): on the 2-core VM the benchmarks ran on, a 1.5 s ``asyncio.sleep``
-        came back 11-38 ms late, and 1,000 of them 25-38 ms late before the first job.
-        So the long part ends ``WAKE_AHEAD`` early, and the last, short sleep starts
-        with the CPU awake: the same 1,000 then woke 4-6 ms late (p50). The early
-        wake-up costs one extra step per task, done before the due time.
+        power saving): on the 2-core VM the benchmarks ran on, a bare script's 1.5 s
+        ``asyncio.sleep`` came back 11-38 ms late (1,000 at once: 25-38 ms). So the
+        long part ends ``WAKE_AHEAD`` early, and the last, short sleep starts with the
+        CPU awake: the script's 1,000 then woke 4-6 ms late (p50), and W1's first job
+        6-9 ms instead of 16-23 ms (docs/benchmarks.md). The early wake-up costs one
+        extra step per task, done before the due time.
         """
         delay = (due - self.clock()).total_seconds()
         if delay > WAKE_AHEAD:

@@ -91,23 +91,19 @@ def test_health_reports_a_crash_looping_worker(start_daemon: Callable[..., Daemo
     assert http(d.base, "GET", "/health") == (200, {"status": "ok", "reasons": []})
 
 
-def test_health_and_errors_when_the_store_is_unreachable(couch: Couch, tmp_path: Path) -> None:
-    link = CuttableLink.to(couch.url)
-    try:
-        with running_daemon(couch, tmp_path, AFTER_COUCHDB_URL=link.via(couch.url_for())) as d:
-            assert http(d.base, "GET", "/health") == (200, {"status": "ok", "reasons": []})
-            link.cut()
-            status, body = http(d.base, "GET", "/health")
-            assert status == 503 and body["status"] == "unhealthy"
-            assert any(r.startswith("store unreachable") for r in body["reasons"]), body
-            status, body = http(d.base, "GET", "/tasks")
-            assert status == 503 and body["error"] == "store_unavailable" and set(body) <= {"error", "message", "field"}
-            assert WORKER_PASSWORD not in body["message"]
-            status, body = http(d.base, "GET", "/")
-            assert status == 200 and body["couchdb"]["reachable"] is False
-            assert http(d.base, "GET", "/metrics")[0] == 200  # still scrapeable; /health says why
-            link.restore()
-            wait_until(lambda: http(d.base, "GET", "/health")[0] == 200, 20, "/health to recover")
-            assert d.api("POST", "/tasks", {"worker": "w", "date": "2040-01-01", "job": "noop"})[0] == 201
-    finally:
-        link.close()
+def test_health_and_errors_when_the_store_is_unreachable(couch: Couch, tmp_path: Path, link: CuttableLink) -> None:
+    with running_daemon(couch, tmp_path, AFTER_COUCHDB_URL=link.via(couch.url_for())) as d:
+        assert http(d.base, "GET", "/health") == (200, {"status": "ok", "reasons": []})
+        link.cut()
+        status, body = http(d.base, "GET", "/health")
+        assert status == 503 and body["status"] == "unhealthy"
+        assert any(r.startswith("store unreachable") for r in body["reasons"]), body
+        status, body = http(d.base, "GET", "/tasks")
+        assert status == 503 and body["error"] == "store_unavailable" and set(body) <= {"error", "message", "field"}
+        assert WORKER_PASSWORD not in body["message"]
+        status, body = http(d.base, "GET", "/")
+        assert status == 200 and body["couchdb"]["reachable"] is False
+        assert http(d.base, "GET", "/metrics")[0] == 200  # still scrapeable; /health says why
+        link.restore()
+        wait_until(lambda: http(d.base, "GET", "/health")[0] == 200, 20, "/health to recover")
+        assert d.api("POST", "/tasks", {"worker": "w", "date": "2040-01-01", "job": "noop"})[0] == 201
