@@ -62,6 +62,8 @@ class Settings:
     scheduler_retention_days: float = 7.0
     scheduler_purge_interval: float = 300.0
     scheduler_claim_batch: int = 500
+    scheduler_takeover_delay: float = 2.0
+    scheduler_heartbeat_seconds: float = 5.0
     # [workers]
     workers_log_max_bytes: int = 10 * 1024 * 1024
     workers_log_backups: int = 3
@@ -253,6 +255,10 @@ def validate(s: Settings) -> None:
         raise ConfigError("scheduler.lease_seconds must be > 0")
     if not 0 <= s.scheduler_claim_ahead <= s.scheduler_lease_seconds / 2:
         raise ConfigError("scheduler.claim_ahead must be between 0 and half of scheduler.lease_seconds")
+    if not 0 <= s.scheduler_takeover_delay <= 3600:
+        raise ConfigError("scheduler.takeover_delay must be between 0 and 3600 seconds")
+    if not 0.1 <= s.scheduler_heartbeat_seconds <= 300:
+        raise ConfigError("scheduler.heartbeat_seconds must be between 0.1 and 300")
     if s.scheduler_window_seconds < 2:
         raise ConfigError("scheduler.window_seconds must be >= 2")
     if s.couchdb_url and "://" not in s.couchdb_url:

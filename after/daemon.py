@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import time
 from pathlib import Path
 from typing import Any, TextIO
@@ -30,10 +29,11 @@ from typing import Any, TextIO
 from aiohttp import web
 
 from after import model
+from after import registry as registry_mod
 from after.api import create_app
 from after.config import Settings, redact_url
 from after.embedded import ADMIN, USER, EmbeddedCouch
-from after.errors import ConfigError
+from after.errors import ConfigError, StoreUnavailable
 from after.scheduler import Scheduler
 from after.store import Store
 from after.supervisor import Supervisor
@@ -115,6 +115,7 @@ class Daemon:
         supervisor: Supervisor | None = None
         bg: list[asyncio.Task[Any]] = []
         store: Store | None = None
+        registry: registry_mod.Registry | None = None
         try:
             if s.embedded:
                 self.embedded = EmbeddedCouch(s.state_path, binary=s.couchdb_embedded_server or None)
@@ -133,10 +134,25 @@ class Daemon:
             def on_change(worker: str) -> None:
                 if sched_holder:
                     sched_holder[0].worker_available(worker)
+                    if sched_holder[0].registry is not None:
+                        sched_holder[0].registry.soon()
 
             supervisor = Supervisor(s, worker_settings=dataclasses.asdict(worker_settings), on_lost=on_lost, on_change=on_change)
-            scheduler = Scheduler(store, s, supervisor, daemon_id=f"daemon:{socket.gethostname()}:{os.getpid()}")
+            scheduler = Scheduler(store, s, supervisor, daemon_id=registry_mod.daemon_id())
             sched_holder.append(scheduler)
+            sup = supervisor
+
+            def describe() -> dict[str, Any]:
+                workers = [
+                    {k: w[k] for k in ("name", "state", "running", "pid", "concurrency", "running_tasks", "tasks_run", "restarts") if k in w}
+                    for w in sup.list()
+                ]
+                return {"url": s.base_url, "workers": workers, "quorum": "lost" if scheduler.quorum_lost_since else "ok"}
+
+            registry = registry_mod.Registry(
+                store, scheduler.daemon_id, describe=describe, interval=s.scheduler_heartbeat_seconds, on_quorum=scheduler.note_quorum
+            )
+            scheduler.registry = registry
             supervisor.start_observers.append(lambda worker, job, lag: scheduler.fire_lags.append((time.time(), lag)))
             app = create_app(s, store=store, supervisor=supervisor, scheduler=scheduler, token=token, extra={"embedded": self.embedded})
             runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -146,7 +162,10 @@ class Daemon:
                 await site.start()
             except OSError as exc:
                 raise ConfigError(f"cannot listen on {s.server_host}:{s.server_port}: {exc.strerror}") from None
+            with contextlib.suppress(StoreUnavailable):
+                await registry.beat()  # known to the others before the first claim
             await scheduler.start()
+            registry.start()
             await supervisor.restore()
             self._write_pidfile()
             log.info("After daemon %s listening on %s (state in %s)", scheduler.daemon_id, s.base_url, s.state_path)
@@ -159,6 +178,8 @@ class Daemon:
                 await scheduler.stop()
             if supervisor is not None:
                 await supervisor.stop_all()
+            if registry is not None:
+                await registry.stop()
             if runner is not None:
                 await runner.cleanup()
             if store is not None:

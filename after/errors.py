@@ -100,6 +100,22 @@ class StoreUnavailable(AfterError):
     code = "store_unavailable"
 
 
+class Uncertain(AfterError):
+    """CouchDB took a write on fewer replicas than the quorum (a cluster's 202 ``accepted``).
+
+    A competing edit may hold the majority, so the write is not known to be ours: a claim
+    answered so is not dispatched, an acceptance so does not start a job. ``doc`` is what
+    was written, with the revision CouchDB gave it (it may become a conflicting leaf).
+    """
+
+    status = 202
+    code = "accepted"
+
+    def __init__(self, message: str, *, doc: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.doc: dict[str, Any] = dict(doc or {})
+
+
 class Forbidden(AfterError):
     """CouchDB's validate_doc_update refused a write (e.g. a client writing ``scheduled``)."""
 

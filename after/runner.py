@@ -35,9 +35,9 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from after import model, timing
+from after import model, quorum, timing
 from after.config import Settings
-from after.errors import AfterError, Conflict, NotFound
+from after.errors import AfterError, Conflict, NotFound, Uncertain
 from after.jobs import JobFailed, JobFunc, TaskContext, is_async, isolated
 from after.store import BulkWriter, Store
 
@@ -281,6 +281,8 @@ class Runner:
         start = max(now, timing.due_at(claimed) or now)
         doc = dict(claimed)
         doc["attempts"] = int(doc.get("attempts") or 0) + 1
+        # Never reset: the branch that started the task more often wins a conflict.
+        doc["starts"] = quorum.starts(doc) + 1
         lease = dict(claimed.get("lease") or {})
         lease["until"] = timing.fmt(start + timedelta(seconds=self._timeout(doc) + self.settings.scheduler_lease_seconds))
         lease["worker"] = self.name
@@ -289,8 +291,33 @@ class Runner:
         model.set_status(doc, model.SCHEDULED, self.by, now, limit=self._limit())
         try:
             return await self.writer.write(doc)
+        except Uncertain as exc:
+            await self._release_uncertain(claimed, exc.doc)
+            return None
         except Conflict:
-            return await self._ours_after_conflict(doc, claimed)
+            fresh = await self._ours_after_conflict(doc, claimed)
+            if fresh is not None and self.store.replicated:
+                # Our acceptance was applied although we saw an error, but on a cluster that
+                # says nothing of how many replicas took it: it is not certain, so no start.
+                await self._release_uncertain(claimed, fresh)
+                return None
+            return fresh
+
+    async def _release_uncertain(self, claimed: Mapping[str, Any], written: Mapping[str, Any]) -> None:
+        """Our acceptance reached fewer CouchDB replicas than the quorum: do not start the job.
+
+        A competing edit (a cancel, a resolution) may hold the majority. The acceptance is
+        taken back on its own branch (the claim as it was: ``starts`` not counted), so that
+        leaf ranks below any branch that moved on; alone, it is a claim whose lease ends and
+        is recovered, never a run.
+        """
+        log.warning("task %s: acceptance taken by fewer CouchDB replicas than the quorum; not started", claimed["_id"])
+        back = dict(claimed)
+        back["_rev"] = written.get("_rev")
+        model.set_status(back, model.SCHEDULE, self.by, self.clock(), limit=self._limit(), reason="acceptance uncertain (202): not started")
+        with contextlib.suppress(AfterError):
+            await self.writer.write(back)
+        self.notify({"op": "finished", "id": claimed["_id"], "status": model.SCHEDULE, "job": _job_name(claimed)})
 
     def _prepare(self, accepted: dict[str, Any]) -> TaskContext:
         return TaskContext(task=dict(accepted), worker=self.name, settings=self._job_settings(), log_limit=self.settings.scheduler_log_limit)
@@ -316,6 +343,9 @@ class Runner:
             doc["lease"] = lease
             try:
                 doc = ctx.task = await self.writer.write(doc)
+            except Uncertain as exc:
+                await self._release_uncertain(doc, exc.doc)
+                return None
             except Conflict:
                 fresh = await self._ours_after_conflict(doc, doc)
                 if fresh is None:
@@ -471,6 +501,8 @@ class Runner:
             doc["log"] = list(ctx.log_lines)
             try:
                 ctx.task = await self.writer.write(doc)
+            except Uncertain as exc:
+                ctx.task = exc.doc  # on our branch all the same; the next write follows it
             except Conflict:
                 try:
                     fresh = await self.store.get(doc["_id"])
@@ -517,6 +549,12 @@ class Runner:
         for _ in range(10):
             try:
                 await self.writer.write(doc)
+                return
+            except Uncertain:
+                # Written, on fewer replicas than the quorum (this worker is cut off from most of
+                # the cluster). It stays a leaf; if the majority side recovered the task meanwhile,
+                # the conflict's resolution decides (after.quorum.resolve) and keeps both histories.
+                log.warning("task %s: outcome %s taken by fewer CouchDB replicas than the quorum", doc["_id"], final.get("status"))
                 return
             except Conflict:
                 try:

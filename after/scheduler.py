@@ -45,10 +45,11 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from after import model, timing
+from after import model, quorum, timing
 from after.config import Settings
-from after.errors import AfterError, StoreUnavailable
+from after.errors import AfterError, StoreUnavailable, Uncertain
 from after.jobs import JobFunc
+from after.registry import Registry, is_daemon
 from after.runner import Runner, error_info
 from after.service import Tasks
 from after.store import Store
@@ -114,17 +115,38 @@ class Scheduler:
         self._unsure_claims: set[str] = set()
         self.tick_observers: list[Callable[[float], None]] = []
         self.lag_observers: list[Callable[[float, str, str], None]] = []
+        #: The daemons' heartbeats (None: an in-process scheduler, alone with its tasks).
+        self.registry: Registry | None = None
+        #: Tasks seen with conflicting leaves: settled (:meth:`Store.resolve`) before anything else.
+        self._conflicted: dict[str, dict[str, Any]] = {}
+        #: Since when (time.time()) our decisive writes come back taken by fewer replicas
+        #: than the quorum (a daemon cut off from most of a CouchDB cluster): no claims, no
+        #: lease recoveries until one is certain again. None while writes are certain.
+        self.quorum_lost_since: float | None = None
+        #: Whether the database keeps several replicas (read once at start; see Store.replicas).
+        self.replicated = False
 
     # -- memory -------------------------------------------------------------------------------
 
     def observe(self, doc: Mapping[str, Any]) -> None:
         """Take a document's current state into the in-memory agenda (or drop it from it)."""
         task_id = doc.get("_id")
+        if self.registry is not None and is_daemon(doc):
+            self.registry.observe(doc)
+            return
         if not isinstance(task_id, str) or not model.is_task(doc):
             return
         old = self.tasks.get(task_id)
         if old is not None and rev_gen(old) > rev_gen(doc):
             return  # an older revision than the one we hold (a late window query)
+        if doc.get("_conflicts"):
+            # Conflicting leaves (racing writes on a cluster, replication): what CouchDB
+            # shows may not be the task's state. Settled first, acted on after.
+            self._conflicted[task_id] = dict(doc)
+            self.tasks.pop(task_id, None)
+            self._kick.set()
+            return
+        self._conflicted.pop(task_id, None)
         when = timing.agenda_time(doc)
         if when is None or when > self._horizon:
             self.tasks.pop(task_id, None)
@@ -142,6 +164,50 @@ class Scheduler:
 
     def forget(self, task_id: str) -> None:
         self.tasks.pop(task_id, None)
+        self._conflicted.pop(task_id, None)
+        if self.registry is not None:
+            self.registry.forget(task_id)
+
+    # -- the cluster's rules -------------------------------------------------------------------
+
+    def note_quorum(self, ok: bool) -> None:
+        """A decisive write came back certain (``ok``) or taken by too few replicas."""
+        if ok:
+            if self.quorum_lost_since is not None:
+                log.warning("writes reach a quorum of CouchDB replicas again after %.0fs: claiming again", time.time() - self.quorum_lost_since)
+            self.quorum_lost_since = None
+        elif self.quorum_lost_since is None:
+            self.quorum_lost_since = time.time()
+            log.warning(
+                "CouchDB took our writes on fewer replicas than the quorum (202 accepted): this daemon is cut off "
+                "from most of the cluster; no claims and no lease recoveries until a write is certain again"
+            )
+
+    def _judge(self, results: Mapping[str, Any]) -> None:
+        """Degraded when a batch had uncertain rows and no certain one (a race gives both)."""
+        certain = any(isinstance(r, dict) for r in results.values())
+        unsure = any(isinstance(r, Uncertain) for r in results.values())
+        if certain:
+            self.note_quorum(True)
+        elif unsure:
+            self.note_quorum(False)
+
+    def preferred(self, doc: Mapping[str, Any]) -> str | None:
+        """The daemon that should claim this task (None: no registry, so this one)."""
+        if self.registry is None:
+            return None
+        return quorum.rendezvous(str(doc.get("_id")), self.registry.candidates(str(doc.get("worker", ""))))
+
+    async def _settle_conflicts(self, now: datetime) -> None:
+        """Resolve the conflicted tasks seen (at most a batch a tick); settled ones go back on the agenda."""
+        if not self._conflicted:
+            return
+        batch = list(self._conflicted.values())[: self.settings.scheduler_claim_batch]
+        settled = await self.store.resolve(batch, now=now, by=self.daemon_id, history_limit=self.settings.scheduler_history_limit)
+        self.counters["conflicts_resolved"] += len(settled)
+        for doc in settled.values():
+            self._conflicted.pop(doc["_id"], None)
+            self.observe(doc)
 
     def _due(self, now: datetime) -> list[dict[str, Any]]:
         """Pop every held task whose agenda time is <= now (each once, current revision)."""
@@ -204,6 +270,16 @@ class Scheduler:
                 self._requeue(doc, 0)
         self._kick.set()
 
+    async def find_conflicts(self) -> None:
+        """Pick up every conflicted task (the ``conflicts`` view), whatever its state.
+
+        The changes feed shows new conflicts as they arrive; this finds those it cannot
+        show: made while this daemon was down, or whose winning leaf is finished (so not
+        on the agenda) while a losing one is not.
+        """
+        for doc in await self.store.conflicted(limit=self.settings.scheduler_claim_batch):
+            self.observe(doc)
+
     async def refresh_window(self, now: datetime) -> None:
         horizon = now + timedelta(seconds=self.settings.scheduler_window_seconds)
         docs = await self.store.agenda(horizon)
@@ -230,6 +306,7 @@ class Scheduler:
         running twice once the store is back).
         """
         started = time.perf_counter()
+        await self._settle_conflicts(now)
         due = self._due(now + timedelta(seconds=self.settings.scheduler_claim_ahead))
         try:
             return await self._tick(now, due, started)
@@ -268,6 +345,16 @@ class Scheduler:
                 if not self.dispatcher.knows(worker):
                     self._parked[worker].add(doc["_id"])
                     continue
+                if self.quorum_lost_since is not None:
+                    later.append(doc)  # cut off from the cluster's majority: claims would be uncertain
+                    continue
+                takeover = self._takeover_at(doc, now)
+                if takeover is not None:
+                    # Another live daemon is preferred: it claims first; this one only if the
+                    # task is still unclaimed at ``takeover``.
+                    self._requeue(doc, takeover + self.settings.scheduler_claim_ahead)
+                    stats["deferred"] += 1
+                    continue
                 fires[worker].append(doc)
             elif action.kind == "cancel":
                 out = self._acknowledge_cancel(doc, now)
@@ -278,6 +365,9 @@ class Scheduler:
                     later.append(doc)
             elif action.kind == "recover":
                 worker = doc.get("worker", "")
+                if self.quorum_lost_since is not None:
+                    later.append(doc)  # the majority side recovers it, if its lease really ended
+                    continue
                 if self.dispatcher.running_here(worker, doc["_id"]):
                     later.append(doc)  # our live worker still has it: its write will settle it
                     continue
@@ -310,7 +400,7 @@ class Scheduler:
             for i in range(0, len(claims), batch):
                 chunk = claims[i : i + batch]
                 try:
-                    claimed, lost = await self.store.claim(
+                    claimed, lost, uncertain = await self.store.claim(
                         [d for _, d in chunk],
                         daemon=self.daemon_id,
                         now=now,
@@ -319,15 +409,26 @@ class Scheduler:
                         history_limit=limit,
                     )
                 except StoreUnavailable:
-                    if len(self._unsure_claims) > 100_000:
-                        self._unsure_claims.clear()  # bounded; at worst a lease runs out
-                    self._unsure_claims.update(d["_id"] for _, d in chunk)
+                    # On one node a claim whose answer was lost is ours if we find it applied;
+                    # on a cluster it may have reached fewer replicas than the quorum, so it
+                    # waits for its lease like an uncertain one.
+                    if not self.replicated:
+                        if len(self._unsure_claims) > 100_000:
+                            self._unsure_claims.clear()  # bounded; at worst a lease runs out
+                        self._unsure_claims.update(d["_id"] for _, d in chunk)
                     raise
                 if self._unsure_claims:
                     claimed += await self._own_lost_claims(lost)
                     self._unsure_claims.difference_update(d["_id"] for _, d in chunk)
+                if claimed:
+                    self.note_quorum(True)
+                elif uncertain:
+                    self.note_quorum(False)
                 stats["lost"] += len(lost)
-                for task_id in lost:
+                stats["claims_uncertain"] += len(uncertain)
+                if uncertain:
+                    log.info("%d claim(s) taken by fewer CouchDB replicas than the quorum: not dispatched", len(uncertain))
+                for task_id in lost + [d["_id"] for d in uncertain]:
                     self.forget(task_id)  # the changes feed brings its new state
                 for doc in claimed:
                     self.observe(doc)
@@ -344,6 +445,15 @@ class Scheduler:
         for tobs in self.tick_observers:
             tobs(elapsed)
         return dict(stats)
+
+    def _takeover_at(self, doc: Mapping[str, Any], now: datetime) -> float | None:
+        """When this daemon may claim a task another live daemon is preferred for (None: now)."""
+        pref = self.preferred(doc)
+        if pref is None or pref == self.daemon_id:
+            return None
+        due = timing.due_at(doc) or now
+        at = due.timestamp() + min(self.settings.scheduler_takeover_delay, self.settings.scheduler_lease_seconds)
+        return at if now.timestamp() < at else None
 
     def _is_own_orphan(self, doc: Mapping[str, Any]) -> bool:
         """Claimed (``schedule``) under this daemon's lease, and no worker of ours has it."""
@@ -383,7 +493,9 @@ class Scheduler:
 
     async def _write(self, docs: list[dict[str, Any]]) -> dict[str, dict[str, Any] | AfterError]:
         try:
-            return await self.store.write_many(docs)
+            results = await self.store.write_many(docs)
+            self._judge(results)
+            return results
         except StoreUnavailable as exc:
             log.warning("tick: %s; will retry", exc.message)
             for doc in docs:
@@ -486,8 +598,12 @@ class Scheduler:
         self._start_loops()
 
     async def _load(self) -> None:
+        self.replicated = await self.store.replicas() > 1
         self.seq = await self.store.update_seq()
+        if self.registry is not None:
+            await self.registry.load()
         await self.refresh_window(utcnow())
+        await self.find_conflicts()
 
     async def _load_when_reachable(self) -> None:
         delay = 0.5
@@ -564,6 +680,7 @@ class Scheduler:
             await asyncio.sleep(period)
             try:
                 await self.refresh_window(utcnow())
+                await self.find_conflicts()
             except StoreUnavailable as exc:
                 log.warning("window refresh: %s", exc.message)
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from after import model, timing
 from after.config import Settings
-from after.errors import Conflict, InvalidInput, NotFound, Unprocessable
+from after.errors import Conflict, InvalidInput, NotFound, Uncertain, Unprocessable
 from after.store import BulkWriter, Store
 
 #: ``jobs_of(worker)``: the job names a worker declared, or None when not known here.
@@ -132,12 +132,16 @@ class Tasks:
         if len(docs) == 1:
             try:
                 return [await self._writer.write(docs[0])]
+            except Uncertain as exc:
+                return [exc.doc]  # a new document has no competing edit: it is stored
             except Conflict:
                 raise Conflict(f"a task with id {docs[0]['_id']!r} exists already", field="id") from None
         results = await self.store.write_many(docs)
         out = []
         for doc in docs:
             res = results[doc["_id"]]
+            if isinstance(res, Uncertain):
+                res = res.doc  # a new document has no competing edit: it is stored
             if isinstance(res, Conflict):
                 raise Conflict(f"a task with id {doc['_id']!r} exists already", field="id")
             if not isinstance(res, dict):
@@ -156,10 +160,17 @@ class Tasks:
             doc = await self.get(raw_id)
             check_rev(doc, rev)
             new = change(dict(doc))
-            try:
-                return await self.store.put(new)
-            except Conflict:
+            res = (await self.store.write_many([new]))[new["_id"]]
+            if isinstance(res, Conflict):
                 continue
+            if isinstance(res, Uncertain):
+                # Taken by fewer replicas than the quorum (a cluster in trouble): it is in the
+                # document and counts unless a competing write won; a lost cancel is re-applied
+                # when the conflict is resolved (after.quorum.resolve).
+                return res.doc
+            if not isinstance(res, dict):
+                raise res
+            return res
         raise Conflict(f"task {raw_id!r} keeps changing; try again")
 
     async def cancel(self, raw_id: str, *, rev: str | None = None) -> dict[str, Any]:

@@ -41,12 +41,15 @@ from aiocouch import CouchDB
 from aiocouch.database import Database
 from aiocouch.document import Document
 
-from after import model, timing
-from after.errors import AfterError, Conflict, Forbidden, InvalidInput, NotFound, StoreUnavailable
+from after import model, quorum, timing
+from after.errors import AfterError, Conflict, Forbidden, InvalidInput, NotFound, StoreUnavailable, Uncertain
 
 log = logging.getLogger("after.store")
 
 DESIGN = "after"
+
+#: Fields a read with ``conflicts=true`` adds; never written back.
+_READ_ONLY = frozenset({"_conflicts", "_deleted_conflicts"})
 
 # Keys are epoch milliseconds so documents written by other programs with any accepted
 # date form (ISO with offset, epoch seconds) sort by real time. An unparseable date gets
@@ -71,6 +74,13 @@ _BY_STATUS_MAP = """
 function (doc) {
   if (doc.type !== 'task') return;
   emit([doc.status, doc.date, doc._id], null);
+}
+"""
+
+# Tasks with conflicting leaves (map functions see ``_conflicts``), whatever their status.
+_CONFLICTS_MAP = """
+function (doc) {
+  if (doc.type === 'task' && doc._conflicts) emit(doc._id, null);
 }
 """
 
@@ -134,6 +144,7 @@ def design_document() -> dict[str, Any]:
             "by_date": {"map": _BY_DATE_MAP.strip()},
             "finished": {"map": _FINISHED_MAP.strip()},
             "expiring": {"map": _EXPIRING_MAP.strip()},
+            "conflicts": {"map": _CONFLICTS_MAP.strip()},
         },
         # Stripped: pouchdb-server refuses a function whose source starts with a newline.
         "validate_doc_update": _VALIDATE.strip(),
@@ -204,6 +215,10 @@ class Store:
         self.observers: list[Any] = []
         self.last_ok: float = 0.0
         self.last_error: str = ""
+        self._replicas: int | None = None
+        #: Writes taken by fewer replicas than the quorum, and conflicted tasks settled (/metrics).
+        self.uncertain_writes = 0
+        self.conflicts_resolved = 0
 
     # -- connection ----------------------------------------------------------------------
 
@@ -400,28 +415,61 @@ class Store:
 
     # -- bulk ------------------------------------------------------------------------------
 
+    async def replicas(self) -> int:
+        """How many copies of each document the database keeps (``n``; 1 on one node).
+
+        A CouchDB 3 database says so in ``GET /db`` (``cluster.n``); pouchdb-server has no
+        such field and keeps one copy. Read once: ``n`` is fixed when a database is created.
+        """
+        if self._replicas is None:
+            with self._call("info", f"{self.name} info"):
+                info = await self.db._get()
+            cluster = info.get("cluster") if isinstance(info, dict) else None
+            n = cluster.get("n") if isinstance(cluster, dict) else None
+            self._replicas = n if isinstance(n, int) and n > 0 else 1
+        return self._replicas
+
+    @property
+    def replicated(self) -> bool:
+        """True once :meth:`replicas` found more than one copy per document."""
+        return (self._replicas or 1) > 1
+
     async def write_many(self, docs: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any] | AfterError]:
         """Revision-checked bulk write. Returns, by id, the written doc (new ``_rev``) or the error.
 
-        Results are matched by id: pouchdb-server returns them out of order.
+        Every write asks for ``w`` = a majority of the replicas, and each row is judged by
+        :func:`after.quorum.verdict`: only a majority write is returned as a document; one
+        taken by fewer replicas is an :class:`~after.errors.Uncertain` (its ``doc`` holds
+        what was written), a refused one a :class:`~after.errors.Conflict`. Results are
+        matched by id (pouchdb-server returns them out of order), so ``docs`` holds at most
+        one write per id.
         """
         if not docs:
             return {}
+        n = await self.replicas()
+        extra = {"w": quorum.majority(n)} if n > 1 else {}
+        # What a read adds about other leaves is not part of a revision (CouchDB refuses it).
+        docs = [{k: v for k, v in d.items() if k not in _READ_ONLY} for d in docs]
         with self._call("bulk", f"{self.name}/_bulk_docs"):
-            reply: Any = await self.db._bulk_docs(list(docs))
+            reply: Any = await self.db._bulk_docs(docs, **extra)
         by_id = {d["_id"]: d for d in docs}
         out: dict[str, dict[str, Any] | AfterError] = {}
         for row in reply if isinstance(reply, list) else []:
             doc_id = row.get("id")
             if doc_id not in by_id:
                 continue
-            if row.get("ok") or ("rev" in row and "error" not in row):
+            verdict = quorum.verdict(row)
+            if verdict in (quorum.Verdict.OURS, quorum.Verdict.UNCERTAIN):
                 written = dict(by_id[doc_id])
                 written["_rev"] = row["rev"]
-                out[doc_id] = written
-            elif row.get("error") == "conflict":
+                if verdict is quorum.Verdict.OURS:
+                    out[doc_id] = written
+                else:
+                    self.uncertain_writes += 1
+                    out[doc_id] = Uncertain(f"document {doc_id}: taken by fewer CouchDB replicas than the quorum (202 accepted)", doc=written)
+            elif verdict is quorum.Verdict.THEIRS:
                 out[doc_id] = Conflict(f"document {doc_id}: stale revision")
-            elif row.get("error") == "forbidden":
+            elif verdict is quorum.Verdict.REFUSED:
                 out[doc_id] = Forbidden(f"document {doc_id}: {row.get('reason')}")
             else:
                 out[doc_id] = StoreUnavailable(f"document {doc_id}: {row.get('error')}: {row.get('reason')}")
@@ -429,14 +477,76 @@ class Store:
             out.setdefault(doc_id, StoreUnavailable(f"document {doc_id}: no answer in _bulk_docs"))
         return out
 
+    async def leaves(self, doc_id: str) -> list[dict[str, Any]]:
+        """Every leaf revision of a document (``open_revs=all``), deleted ones included."""
+        with self._call("get", f"document {doc_id} leaves"):
+            _, reply = await self.couch._server._get(f"/{quote_id(self.name)}/{quote_id(doc_id)}", params={"open_revs": "all", "revs": "false"})
+        rows = reply if isinstance(reply, list) else []
+        return [row["ok"] for row in rows if isinstance(row, dict) and isinstance(row.get("ok"), dict)]
+
+    async def resolve(self, docs: Iterable[Mapping[str, Any]], *, now: datetime, by: str, history_limit: int) -> dict[str, dict[str, Any]]:
+        """Settle the conflicting leaves of ``docs`` (those with ``_conflicts``) by :func:`after.quorum.resolve`.
+
+        Each losing leaf is deleted by a tombstone on its own revision, written with the
+        write quorum: a tombstone competes with any other edit of that leaf (a worker
+        accepting a claim on it), so a certain tombstone means nobody acts on that leaf.
+        Returns, by id, the settled document (the winner, or its rewrite) of every task
+        whose losers are all certainly gone; the others are tried again when next seen.
+        """
+        plans: list[tuple[str, quorum.Resolution]] = []
+        settled: dict[str, dict[str, Any]] = {}
+        for doc in docs:
+            if not doc.get("_conflicts"):
+                continue
+            found = await self.leaves(doc["_id"])
+            res = quorum.resolve(found, now, by=by, history_limit=history_limit)
+            if res is not None:
+                plans.append((doc["_id"], res))
+            elif len(alive := [leaf for leaf in found if not leaf.get("_deleted")]) == 1:
+                settled[doc["_id"]] = alive[0]  # settled meanwhile (by another daemon)
+        self.conflicts_resolved += len(settled)
+        failed: set[str] = set()
+        # At most one write per document and request (results are matched by id): round k
+        # deletes the k-th loser of every document; the rewrite of the winner goes last.
+        rounds = max((len(r.losers) for _, r in plans), default=0)
+        for k in range(rounds):
+            batch = [
+                {"_id": i, "_rev": r.losers[k]["_rev"], "_deleted": True, "type": "task", "worker": r.winner.get("worker")}
+                for i, r in plans
+                if k < len(r.losers) and i not in failed
+            ]
+            for doc_id, result in (await self.write_many(batch)).items():
+                if not isinstance(result, dict):
+                    failed.add(doc_id)
+        rewrites = [dict(r.rewrite) for i, r in plans if r.rewrite is not None and i not in failed]
+        written = await self.write_many(rewrites) if rewrites else {}
+        for doc_id, res in plans:
+            if doc_id in failed:
+                continue
+            out = written.get(doc_id, dict(res.winner))
+            if isinstance(out, dict):
+                settled[doc_id] = out
+                self.conflicts_resolved += 1
+        if failed:
+            log.info("conflicts of %d task(s) not settled yet (a losing leaf moved on); tried again when next seen", len(failed))
+        return settled
+
     async def get_many(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         keys = list(ids)
         if not keys:
             return {}
         with self._call("get_many", f"{self.name}/_all_docs"):
             view = self.db.all_docs
-            reply = await view._post(keys, include_docs=True)
+            reply = await view._post(keys, include_docs=True, conflicts=True)
         return {row["id"]: row["doc"] for row in reply.get("rows", []) if row.get("doc")}
+
+    async def by_prefix(self, prefix: str, *, limit: int = 10_000) -> list[dict[str, Any]]:
+        """Documents whose id starts with ``prefix`` (one ``_all_docs`` range)."""
+        params = {"startkey": json.dumps(prefix), "endkey": json.dumps(prefix + "\ufff0"), "include_docs": "true", "limit": limit}
+        with self._call("get_many", f"{self.name}/_all_docs"):
+            _, reply = await self.couch._server._get(f"/{quote_id(self.name)}/_all_docs", params=params)
+        rows = reply.get("rows", []) if isinstance(reply, dict) else []
+        return [row["doc"] for row in rows if isinstance(row, dict) and isinstance(row.get("doc"), dict)]
 
     # -- scheduling verbs ---------------------------------------------------------------
 
@@ -449,6 +559,7 @@ class Store:
             # CouchDB requires JSON-encoded keys; pouchdb-server tolerates both.
             "endkey": json.dumps(int(until.timestamp() * 1000)),
             "include_docs": True,
+            "conflicts": True,
             "limit": limit,
         }
         if since is not None:
@@ -465,12 +576,16 @@ class Store:
         now: datetime,
         lease_seconds: float,
         history_limit: int,
-    ) -> tuple[list[dict[str, Any]], list[str]]:
+    ) -> tuple[list[dict[str, Any]], list[str], list[dict[str, Any]]]:
         """Claim due tasks for ``daemon``: status ``schedule`` and a lease until now + lease.
 
         Each task is written with the revision passed in, so if another daemon (or a
         client) changed it since, the write is a conflict and the task is not ours.
-        Returns (claimed documents with their new revision, ids lost to a conflict).
+        Returns (claims that are certainly ours, with their new revision; ids lost to a
+        conflict; claims taken by fewer replicas than the quorum). Only the first are
+        dispatched: an uncertain claim may have lost to a competitor that holds the
+        majority; it stays a leaf that :func:`after.quorum.resolve` ranks last, or, alone,
+        waits for its lease to end.
         """
         until = timing.fmt(timing.from_ts(now.timestamp() + lease_seconds))
         docs = []
@@ -482,13 +597,16 @@ class Store:
         results = await self.write_many(docs)
         claimed: list[dict[str, Any]] = []
         lost: list[str] = []
+        uncertain: list[dict[str, Any]] = []
         for doc in docs:
             res = results[doc["_id"]]
             if isinstance(res, dict):
                 claimed.append(res)
+            elif isinstance(res, Uncertain):
+                uncertain.append(res.doc)
             else:
                 lost.append(doc["_id"])
-        return claimed, lost
+        return claimed, lost, uncertain
 
     async def update_seq(self) -> Any:
         """The feed position now; start following :meth:`changes` from here."""
@@ -496,9 +614,7 @@ class Store:
             reply = await self.db._get()
         return reply.get("update_seq", 0)
 
-    async def changes(
-        self, since: Any, *, timeout: float = 20.0, limit: int = 2000, feed: str = "longpoll"
-    ) -> tuple[list[dict[str, Any]], Any]:
+    async def changes(self, since: Any, *, timeout: float = 20.0, limit: int = 2000, feed: str = "longpoll") -> tuple[list[dict[str, Any]], Any]:
         """Changes after ``since`` (documents included), waiting up to ``timeout`` for one.
 
         A longpoll request bounded by us: pouchdb-server ignores ``timeout`` on
@@ -513,6 +629,7 @@ class Store:
             "feed": feed,
             "since": since if isinstance(since, str | int) else json.dumps(since),
             "include_docs": True,
+            "conflicts": True,
             "timeout": int(timeout * 1000),
             "limit": limit,
         }
@@ -552,6 +669,11 @@ class Store:
         with self._call("view", f"{self.name} view {name}"):
             reply: dict[str, Any] = await self.db.view(DESIGN, name)._get(**params)
         return reply
+
+    async def conflicted(self, *, limit: int = 500) -> list[dict[str, Any]]:
+        """Tasks that have conflicting leaves (each with its ``_conflicts``)."""
+        reply = await self.view("conflicts", include_docs=True, conflicts=True, limit=limit)
+        return [row["doc"] for row in reply.get("rows", []) if row.get("doc")]
 
     async def count_by_status(self) -> dict[str, int]:
         reply = await self.view("by_status", group_level=1, reduce=True)

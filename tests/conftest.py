@@ -62,6 +62,10 @@ class Couch:
         return f"{scheme}://{user}:{password}@{rest}"
 
 
+#: The session's server, for helpers that need its admin (see :func:`write_leaves`).
+_SESSION_COUCH: list[Couch] = []
+
+
 @pytest.fixture(scope="session")
 def couch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Couch]:
     env_url = os.environ.get("AFTER_TEST_COUCHDB_URL")
@@ -81,6 +85,7 @@ def couch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Couch]:
             await admin.ensure_user(CLIENT_USER, CLIENT_PASSWORD, ["after_client"])
 
     asyncio.run(users())
+    _SESSION_COUCH[:] = [info]
     yield info
     if info.embedded is not None:
         info.embedded.stop()
@@ -407,3 +412,139 @@ def recording_job() -> tuple[list[str], Callable[[TaskContext], Awaitable[None]]
         ran.append(ctx.id)
 
     return ran, hit
+
+
+class AcceptedLink:
+    """An HTTP proxy in front of CouchDB that turns chosen ``_bulk_docs`` answers into a
+    cluster's 202: every ``ok`` row gains ``"accepted": true`` (taken by fewer replicas
+    than the quorum). The write itself really happens on the server; only what the
+    writer is told changes, which is exactly what a CouchDB cluster does to the loser of
+    a race or to a node cut off from the others.
+    """
+
+    def __init__(self, target: str) -> None:
+        self.target = target.rstrip("/")
+        self.loop = asyncio.new_event_loop()
+        self._pending: list[Callable[[list[dict[str, Any]]], bool]] = []
+        self.rewritten = 0
+        self.lock = threading.Lock()
+        ready = threading.Event()
+        self.port = 0
+
+        async def serve() -> None:
+            from aiohttp import ClientSession, web
+
+            self.session = ClientSession(auto_decompress=False)
+            app = web.Application(client_max_size=256 * 1024 * 1024)
+            app.router.add_route("*", "/{tail:.*}", self._handle)
+            self.runner = web.AppRunner(app, access_log=None)
+            await self.runner.setup()
+            site = web.TCPSite(self.runner, "127.0.0.1", 0)
+            await site.start()
+            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            ready.set()
+
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(serve(), self.loop)
+        ready.wait(10)
+
+    def accept_next(self, count: int = 1, *, when: Callable[[list[dict[str, Any]]], bool] = lambda docs: True) -> None:
+        """Answer the next ``count`` bulk writes whose documents satisfy ``when`` with 202 rows."""
+        with self.lock:
+            self._pending += [when] * count
+
+    def _take(self, docs: list[dict[str, Any]]) -> bool:
+        with self.lock:
+            for i, when in enumerate(self._pending):
+                if when(docs):
+                    del self._pending[i]
+                    return True
+        return False
+
+    async def _handle(self, request: Any) -> Any:
+        from aiohttp import web
+
+        body = await request.read()
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length", "transfer-encoding")}
+        async with self.session.request(request.method, self.target + request.path_qs, data=body or None, headers=headers) as up:
+            payload = await up.read()
+            status = up.status
+            out_headers = {k: v for k, v in up.headers.items() if k.lower() in ("content-type", "etag", "cache-control")}
+        if request.method == "POST" and request.path.endswith("/_bulk_docs") and status in (200, 201):
+            docs = json.loads(body).get("docs") or []
+            if self._take(docs):
+                rows = json.loads(payload)
+                for row in rows:
+                    if "error" not in row:
+                        row["accepted"] = True
+                payload, status = json.dumps(rows).encode(), 202
+                self.rewritten += 1
+        return web.Response(body=payload, status=status, headers=out_headers)
+
+    def via(self, url: str) -> str:
+        parts = urllib.parse.urlsplit(url)
+        return url.replace(f":{parts.port}", f":{self.port}", 1)
+
+    def close(self) -> None:
+        async def stop() -> None:
+            await self.session.close()
+            await self.runner.cleanup()
+
+        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture
+def accepted_link(couch: Couch) -> Iterator[AcceptedLink]:
+    """An :class:`AcceptedLink` to this session's CouchDB, closed after the test."""
+    proxy = AcceptedLink(couch.url)
+    yield proxy
+    proxy.close()
+
+
+def conflicting_leaves(base: dict[str, Any], *branches: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Documents that, written with ``new_edits: false``, give ``base`` one branch per
+    argument (each a list of successive bodies): real conflicting leaves, made the way
+    replication makes them. Returns the leaves (last body of each branch) with their revs."""
+    gen, base_hash = base["_rev"].split("-", 1)
+    writes = []
+    for branch in branches:
+        ids = [base_hash]
+        for i, body in enumerate(branch, start=1):
+            ids.insert(0, uuid.uuid4().hex)
+            doc = {**body, "_id": base["_id"], "_rev": f"{int(gen) + i}-{ids[0]}", "_revisions": {"start": int(gen) + i, "ids": list(ids)}}
+        writes.append(doc)
+    return writes
+
+
+async def write_leaves(store: Store, leaves: list[dict[str, Any]]) -> None:
+    """Write :func:`conflicting_leaves` as replication does (``new_edits: false``).
+
+    pouchdb-server 4.2 answers such a write ``[]`` and drops it silently when the
+    database has a ``validate_doc_update`` (any, even one that accepts everything;
+    measured here): there, the design document's validation is set aside for the write,
+    as an admin, and put back. CouchDB takes the write as it is.
+    """
+    reply = await store.db._bulk_docs(leaves, new_edits=False)
+    assert not [r for r in reply if "error" in r], reply
+    revs = {d["_rev"] for d in leaves}
+    found = {leaf["_rev"] for d in {d["_id"] for d in leaves} for leaf in await store.leaves(d)}
+    if revs <= found:
+        return
+    assert os.environ.get("AFTER_TEST_COUCHDB_URL") is None, f"CouchDB dropped new_edits=false writes: {sorted(revs - found)}"
+    couch = _SESSION_COUCH[0]
+    async with couch.store(store.name, as_admin=True) as admin:
+        design = await admin.get("_design/after")
+        validate = design.pop("validate_doc_update")
+        design = await admin.put(design)
+        try:
+            reply = await admin.db._bulk_docs(leaves, new_edits=False)
+            assert not [r for r in reply if "error" in r], reply
+        finally:
+            design["validate_doc_update"] = validate
+            await admin.put(design)
+    found = {leaf["_rev"] for d in {d["_id"] for d in leaves} for leaf in await store.leaves(d)}
+    assert revs <= found, f"leaves not written: {sorted(revs - found)}"

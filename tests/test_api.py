@@ -316,10 +316,7 @@ def test_bad_input_never_gets_a_5xx(api: Daemon) -> None:
 
 def test_bulk_create_filters_and_stable_paging(api: Daemon) -> None:
     base = 2_000_000_000  # 2033-05-18: this test's tasks, and only them, are due in this range
-    bodies = [
-        {"id": f"page-{i:02d}", "worker": "pa" if i % 2 else "pb", "date": base + 3600 * i, "job": "sleep" if i % 3 == 0 else "noop"}
-        for i in range(25)
-    ]
+    bodies = [{"id": f"page-{i:02d}", "worker": "pa" if i % 2 else "pb", "date": base + 3600 * i, "job": "sleep" if i % 3 == 0 else "noop"} for i in range(25)]
     status, created = send(api, "POST", "/tasks", bodies)
     assert status == 201
     assert created["ids"] == [f"task:page-{i:02d}" for i in range(25)]

@@ -35,7 +35,7 @@ async def test_late_done_from_a_worker_whose_lease_was_taken_is_rejected(setting
     now = datetime.now(UTC)
     async with Store(settings.couchdb_url, settings.couchdb_database, user=settings.couchdb_user, password=settings.couchdb_password) as store:
         doc = await store.put(model.new_task({"worker": "w", "date": timing.fmt(now), "job": "noop"}, now=now))
-        (claimed,), _ = await store.claim([doc], daemon="daemon:a", now=now, lease_seconds=1, history_limit=50)
+        (claimed,), _, _ = await store.claim([doc], daemon="daemon:a", now=now, lease_seconds=1, history_limit=50)
         # The worker of daemon a starts it...
         runner = Runner(store, name="w", registry={}, settings=settings)
         started = dict(claimed)
@@ -75,6 +75,7 @@ async def test_a_claim_applied_whose_answer_was_lost_is_dispatched_at_once(
         sched = Scheduler(store, settings, local, daemon_id="daemon:test")
         local.scheduler = sched
         await sched.refresh_window(now)
+        await store.replicas()  # read at start (Scheduler._load), not by the claim
         link.lose_next_answer()
         with pytest.raises(StoreUnavailable):
             await sched.tick(now)

@@ -289,7 +289,7 @@ async def test_a_write_that_landed_but_whose_answer_was_lost_is_recognised(couch
     now = datetime.now(UTC)
     async with Store(link.via(couch.url_for()), dbname) as store:
         doc = await store.put(model.new_task({"worker": "w", "date": timing.fmt(now + timedelta(seconds=1)), "job": {"name": "hit"}}, now=now))
-        (claimed,), _ = await store.claim([doc], daemon="daemon:t", now=now, lease_seconds=30, history_limit=50)
+        (claimed,), _, _ = await store.claim([doc], daemon="daemon:t", now=now, lease_seconds=30, history_limit=50)
         runner = Runner(store, name="w", registry={"hit": hit}, settings=settings, isolate=False)
         link.lose_next_answer()
         runner.submit(claimed)

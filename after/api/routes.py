@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -18,6 +19,7 @@ from after import __version__, logfiles, model, timing
 from after.api import EVENTS, EXTRA, SCHEDULER, SETTINGS, STARTED, STORE, SUPERVISOR, TASKS, UI_DIR, events
 from after.api.middleware import read_json
 from after.errors import AfterError, InvalidInput, NotFound, StoreUnavailable
+from after.registry import merge_workers
 from after.service import task_id, valid_name
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -350,9 +352,36 @@ async def delete_task(request: web.Request) -> web.Response:
 # -- workers ------------------------------------------------------------------------------------------
 
 
-@route("GET", "/workers", "This daemon's named workers", tag="workers", store=False, responses={"200": json_resp(ref("WorkerList"))})
+@route(
+    "GET",
+    "/workers",
+    "The named workers of every daemon on this database (here=1: this daemon's only)",
+    tag="workers",
+    store=False,
+    query=[qparam("here", "1 for this daemon's workers only", {"type": "string", "enum": ["0", "1", "true", "false"]})],
+    responses={"200": json_resp(ref("WorkerList"))},
+)
 async def list_workers(request: web.Request) -> web.Response:
-    return web.json_response({"workers": request.app[SUPERVISOR].list()})
+    here = request.query.get("here", "0")
+    if here not in ("0", "1", "true", "false"):
+        raise InvalidInput("here: expected 0 or 1", field="here")
+    sched = request.app[SCHEDULER]
+    elsewhere = [] if here in ("1", "true") or sched.registry is None else sched.registry.workers_elsewhere()
+    workers = merge_workers(request.app[SUPERVISOR].list(), elsewhere, me=sched.daemon_id, host=socket.gethostname())
+    return web.json_response({"workers": workers})
+
+
+@route(
+    "GET",
+    "/daemons",
+    "Every daemon that shares this database: live, stopped or gone, from their heartbeat documents",
+    tag="daemon",
+    store=False,
+    responses={"200": json_resp(ref("DaemonList"))},
+)
+async def list_daemons(request: web.Request) -> web.Response:
+    registry = request.app[SCHEDULER].registry
+    return web.json_response({"daemons": registry.listing() if registry is not None else []})
 
 
 @route("GET", "/workers/{name}", "One worker", tag="workers", store=False, responses={"200": json_resp(ref("Worker"))})

@@ -147,6 +147,27 @@ WORKER = {
         "concurrency": {"type": "integer"},
         "jobs_modules": {"type": "array", "items": {"type": "string"}},
         "jobs": {"type": ["array", "null"], "items": {"type": "string"}, "description": "the jobs it declared (null until it said hello)"},
+        "daemon": {"type": "string", "description": "the id of the daemon that runs it"},
+        "host": {"type": ["string", "null"]},
+        "here": {"type": "boolean", "description": "run by the daemon that answers"},
+    },
+}
+DAEMON = {
+    "type": "object",
+    "required": ["id", "state"],
+    "properties": {
+        "id": {"type": "string", "description": "daemon:<host>:<pid>"},
+        "state": {"enum": ["live", "stopped", "gone"], "description": "gone: no heartbeat for three periods"},
+        "here": {"type": "boolean"},
+        "host": {"type": "string"},
+        "pid": {"type": "integer"},
+        "version": {"type": "string"},
+        "url": {"type": "string", "description": "its REST port"},
+        "started": {"type": "string"},
+        "beat": {"type": "string", "description": "its last heartbeat"},
+        "until": {"type": "string", "description": "gone after this time without a new heartbeat"},
+        "quorum": {"enum": ["ok", "lost"], "description": "lost: its writes reach fewer CouchDB replicas than the quorum"},
+        "workers": {"type": "array", "items": {"type": "object"}},
     },
 }
 MODULE = {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"}
@@ -199,6 +220,8 @@ SCHEMAS: dict[str, Any] = {
     "Reschedule": {"type": "object", "required": ["date"], "additionalProperties": False, "properties": {"date": DATE}},
     "Deleted": {"type": "object", "required": ["deleted"], "properties": {"deleted": {"type": "string"}}},
     "Worker": WORKER,
+    "Daemon": DAEMON,
+    "DaemonList": {"type": "object", "required": ["daemons"], "properties": {"daemons": {"type": "array", "items": {"$ref": "#/components/schemas/Daemon"}}}},
     "WorkerList": {"type": "object", "required": ["workers"], "properties": {"workers": {"type": "array", "items": {"$ref": "#/components/schemas/Worker"}}}},
     "WorkerStart": {
         "type": "object",
@@ -238,6 +261,7 @@ SCHEMAS: dict[str, Any] = {
     },
 }
 
+
 def _error(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 
@@ -251,9 +275,7 @@ def build(routes: Iterable[Any]) -> dict[str, Any]:
         if r.handler.__doc__:
             op["description"] = r.handler.__doc__.strip()
         path_names = re.findall(r"{(\w+)}", r.path)
-        params = [
-            {"name": p, "in": "path", "required": True, "schema": r.path_params.get(p, {"type": "string", "minLength": 1})} for p in path_names
-        ]
+        params = [{"name": p, "in": "path", "required": True, "schema": r.path_params.get(p, {"type": "string", "minLength": 1})} for p in path_names]
         params += list(r.query) + list(r.headers)
         if params:
             op["parameters"] = params

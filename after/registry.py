@@ -1,0 +1,252 @@
+"""Every daemon's heartbeat document: who runs, where, with which workers. One view of all.
+
+Each daemon writes ``daemon:<host>:<pid>`` (``"type": "daemon"``) every
+``scheduler.heartbeat_seconds``: host, pid, version, the URL of its REST port, its
+workers and their states, and ``until``, the time after which it counts as gone. The
+documents of all daemons reach every daemon through the changes feed (and one read at
+start), so ``GET /daemons`` and ``GET /workers`` on any daemon show the whole deployment.
+
+The scheduler uses the live daemons that run a worker name to split that worker's tasks
+(:func:`after.quorum.rendezvous`), and the heartbeat write doubles as a probe of the
+write quorum: it is written with ``w`` = majority like every decisive write, so a daemon
+whose heartbeat comes back 202 knows it is cut off from most of the cluster.
+
+A daemon that stops heartbeating is shown ``gone`` once its ``until`` passes; documents
+of daemons gone for longer than ``GONE_KEPT`` are deleted by the next daemon that beats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from after import __version__, timing
+from after.errors import AfterError, Conflict, StoreUnavailable, Uncertain
+from after.store import Store
+
+log = logging.getLogger("after.registry")
+
+TYPE = "daemon"
+#: How long the document of a daemon that is gone stays listed.
+GONE_KEPT = timedelta(days=1)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def daemon_id() -> str:
+    return f"daemon:{socket.gethostname()}:{os.getpid()}"
+
+
+def is_daemon(doc: Mapping[str, Any]) -> bool:
+    return doc.get("type") == TYPE and isinstance(doc.get("_id"), str)
+
+
+def state_of(doc: Mapping[str, Any], now: datetime) -> str:
+    """``live`` while its heartbeat holds, ``stopped`` after a clean shutdown, else ``gone``."""
+    if doc.get("state") == "stopped":
+        return "stopped"
+    try:
+        until = timing.parse_date(doc.get("until"), field="until")
+    except AfterError:
+        return "gone"
+    return "live" if until > now else "gone"
+
+
+def runs_worker(doc: Mapping[str, Any], worker: str) -> bool:
+    return any(isinstance(w, Mapping) and w.get("name") == worker and w.get("running") for w in doc.get("workers") or [])
+
+
+class Registry:
+    """This daemon's heartbeat, and what it knows of the others'."""
+
+    def __init__(
+        self,
+        store: Store,
+        me: str,
+        *,
+        describe: Callable[[], dict[str, Any]],
+        interval: float = 5.0,
+        on_quorum: Callable[[bool], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.me = me
+        self.describe = describe
+        self.interval = interval
+        self.on_quorum = on_quorum or (lambda ok: None)
+        self.docs: dict[str, dict[str, Any]] = {}
+        self.started = utcnow()
+        self._task: asyncio.Task[None] | None = None
+        self._soon = asyncio.Event()
+
+    # -- what is known -------------------------------------------------------------------------
+
+    def observe(self, doc: Mapping[str, Any]) -> None:
+        if not is_daemon(doc):
+            return
+        old = self.docs.get(doc["_id"])
+        if old is not None and str(old.get("beat", "")) > str(doc.get("beat", "")):
+            return
+        self.docs[doc["_id"]] = dict(doc)
+
+    def forget(self, doc_id: str) -> None:
+        self.docs.pop(doc_id, None)
+
+    def live(self, now: datetime | None = None) -> list[dict[str, Any]]:
+        now = now or utcnow()
+        return [d for d in self.docs.values() if state_of(d, now) == "live"]
+
+    def candidates(self, worker: str, now: datetime | None = None) -> list[str]:
+        """The live daemons that run ``worker`` (always including this one)."""
+        out = {d["_id"] for d in self.live(now) if runs_worker(d, worker)}
+        out.add(self.me)
+        return sorted(out)
+
+    def listing(self, now: datetime | None = None) -> list[dict[str, Any]]:
+        """Every known daemon, live or not, newest heartbeat first (``GET /daemons``)."""
+        now = now or utcnow()
+        out = []
+        for doc in self.docs.values():
+            item = {k: v for k, v in doc.items() if not k.startswith("_") and k != "type"}
+            item["id"] = doc["_id"]
+            item["state"] = state_of(doc, now)
+            item["here"] = doc["_id"] == self.me
+            out.append(item)
+        out.sort(key=lambda d: str(d.get("beat", "")), reverse=True)
+        return out
+
+    def workers_elsewhere(self, now: datetime | None = None) -> list[dict[str, Any]]:
+        """The workers of the other live daemons, each with its daemon's id and host."""
+        out = []
+        for doc in self.live(now):
+            if doc["_id"] == self.me:
+                continue
+            for w in doc.get("workers") or []:
+                if isinstance(w, Mapping):
+                    out.append({**w, "daemon": doc["_id"], "host": doc.get("host"), "here": False})
+        return out
+
+    # -- the heartbeat --------------------------------------------------------------------------
+
+    def body(self, now: datetime, *, state: str = "running") -> dict[str, Any]:
+        info = self.describe()
+        return {
+            "_id": self.me,
+            "type": TYPE,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "version": __version__,
+            "started": timing.fmt(self.started),
+            "beat": timing.fmt(now),
+            "until": timing.fmt(now + timedelta(seconds=self.interval * 3)),
+            "state": state,
+            **info,
+        }
+
+    async def beat(self, now: datetime | None = None, *, state: str = "running") -> None:
+        """Write this daemon's document once (revision-checked against what we hold)."""
+        now = now or utcnow()
+        doc = self.body(now, state=state)
+        held = self.docs.get(self.me)
+        if held and held.get("_rev"):
+            doc["_rev"] = held["_rev"]
+        res = (await self.store.write_many([doc]))[self.me]
+        if isinstance(res, Conflict):
+            # Our revision is stale (a conflict's resolution, a restore): take the current one.
+            current = (await self.store.get_many([self.me])).get(self.me)
+            if current is not None:
+                doc["_rev"] = current["_rev"]
+            else:
+                doc.pop("_rev", None)
+            res = (await self.store.write_many([doc]))[self.me]
+        if isinstance(res, dict):
+            self.docs[self.me] = res
+            self.on_quorum(True)
+        elif isinstance(res, Uncertain):
+            self.docs[self.me] = res.doc
+            self.on_quorum(False)
+        else:
+            raise res
+
+    async def load(self) -> None:
+        """Read every daemon document once (later ones arrive through the changes feed)."""
+        for doc in await self.store.by_prefix(f"{TYPE}:"):
+            self.observe(doc)
+
+    async def sweep(self, now: datetime | None = None) -> int:
+        """Delete the documents of daemons gone for longer than :data:`GONE_KEPT`."""
+        now = now or utcnow()
+        old = []
+        for doc in self.docs.values():
+            if doc["_id"] == self.me or state_of(doc, now) == "live":
+                continue
+            try:
+                until = timing.parse_date(doc.get("until"), field="until")
+            except AfterError:
+                until = timing.EPOCH
+            if now - until > GONE_KEPT and doc.get("_rev"):
+                old.append({"_id": doc["_id"], "_rev": doc["_rev"], "_deleted": True, "type": TYPE})
+        if not old:
+            return 0
+        results = await self.store.write_many(old)
+        done = [i for i, r in results.items() if isinstance(r, dict)]
+        for doc_id in done:
+            self.forget(doc_id)
+        return len(done)
+
+    def soon(self) -> None:
+        """Beat now rather than at the next period (a worker started or stopped)."""
+        self._soon.set()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name="heartbeat")
+
+    async def stop(self) -> None:
+        """Stop beating and say so (``state: stopped``), so the others stop waiting for us."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        try:
+            await asyncio.wait_for(self.beat(state="stopped"), timeout=5)
+        except (AfterError, TimeoutError) as exc:
+            log.info("could not record this daemon as stopped: %s", exc)
+
+    async def _loop(self) -> None:
+        failing = False
+        while True:
+            try:
+                await self.beat()
+                await self.sweep()
+                if failing:
+                    log.info("heartbeat written again")
+                failing = False
+            except (StoreUnavailable, AfterError) as exc:
+                if not failing:
+                    log.warning("heartbeat: %s; retrying every %gs", exc.message, self.interval)
+                failing = True
+            except Exception:
+                log.exception("heartbeat failed; retrying")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.interval):
+                    await self._soon.wait()
+            self._soon.clear()
+
+
+def merge_workers(here: Iterable[dict[str, Any]], elsewhere: Iterable[dict[str, Any]], *, me: str, host: str) -> list[dict[str, Any]]:
+    """This daemon's workers (marked ``here``) followed by the others', sorted by name then host."""
+    out = [{**w, "daemon": me, "host": host, "here": True} for w in here]
+    out += list(elsewhere)
+    out.sort(key=lambda w: (not w.get("here"), str(w.get("name")), str(w.get("host"))))
+    return out
