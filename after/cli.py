@@ -214,17 +214,37 @@ def log_cmd(ctx: click.Context, name: str, follow: bool, lines: int) -> None:
 
 @main.command(name="list")
 @click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@click.option("--here", is_flag=True, help="Only this daemon's workers (default: every daemon's on the database).")
 @click.pass_context
-def list_cmd(ctx: click.Context, as_json: bool) -> None:
-    """List workers: name, state, pid, uptime, tasks run, last error."""
-    workers = Api(load_settings(ctx)).request("GET", "/workers")["workers"]
+def list_cmd(ctx: click.Context, as_json: bool, here: bool) -> None:
+    """List workers of every daemon: name, host, state, pid, uptime, tasks run, last error."""
+    workers = Api(load_settings(ctx)).request("GET", "/workers", params={"here": "1"} if here else None)["workers"]
     if as_json:
         out_json(workers)
         return
-    click.echo(f"{'NAME':<16} {'STATE':<10} {'PID':>7} {'UPTIME':>9} {'TASKS':>6}  LAST ERROR")
+    click.echo(f"{'NAME':<16} {'HOST':<16} {'STATE':<10} {'PID':>7} {'UPTIME':>9} {'TASKS':>6}  LAST ERROR")
     for w in workers:
         uptime = f"{w['uptime']:.0f}s" if w.get("uptime") is not None else "-"
-        click.echo(f"{w['name']:<16} {w['state']:<10} {w.get('pid') or '-':>7} {uptime:>9} {w['tasks_run']:>6}  {w.get('last_error') or ''}")
+        host = str(w.get("host") or "-") + ("" if w.get("here", True) else "*")
+        click.echo(f"{w['name']:<16} {host:<16} {w['state']:<10} {w.get('pid') or '-':>7} {uptime:>9} {w.get('tasks_run', 0):>6}  {w.get('last_error') or ''}")
+    if any(not w.get("here", True) for w in workers):
+        click.echo("(* run by another daemon on this database; --here for this daemon's only)")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@click.pass_context
+def daemons(ctx: click.Context, as_json: bool) -> None:
+    """List every daemon on the database (live, stopped, gone), from their heartbeats."""
+    items = Api(load_settings(ctx)).request("GET", "/daemons")["daemons"]
+    if as_json:
+        out_json(items)
+        return
+    click.echo(f"{'ID':<36} {'STATE':<8} {'QUORUM':<7} {'WORKERS':<24} {'LAST BEAT':<25} URL")
+    for d in items:
+        names = ",".join(str(w.get("name")) for w in d.get("workers") or []) or "-"
+        mark = " (here)" if d.get("here") else ""
+        click.echo(f"{d['id'] + mark:<36} {d['state']:<8} {d.get('quorum', '-'):<7} {names:<24} {d.get('beat', '-'):<25} {d.get('url', '-')}")
 
 
 @main.command()

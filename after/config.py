@@ -62,8 +62,8 @@ class Settings:
     scheduler_retention_days: float = 7.0
     scheduler_purge_interval: float = 300.0
     scheduler_claim_batch: int = 500
-    scheduler_takeover_delay: float = 2.0
-    scheduler_heartbeat_seconds: float = 5.0
+    scheduler_takeover_delay: float = 5.0
+    scheduler_heartbeat_seconds: float = 2.0
     # [workers]
     workers_log_max_bytes: int = 10 * 1024 * 1024
     workers_log_backups: int = 3

@@ -28,7 +28,7 @@ from typing import Any, TextIO
 
 from aiohttp import web
 
-from after import model
+from after import model, timing
 from after import registry as registry_mod
 from after.api import create_app
 from after.config import Settings, redact_url
@@ -143,11 +143,10 @@ class Daemon:
             sup = supervisor
 
             def describe() -> dict[str, Any]:
-                workers = [
-                    {k: w[k] for k in ("name", "state", "running", "pid", "concurrency", "running_tasks", "tasks_run", "restarts") if k in w}
-                    for w in sup.list()
-                ]
-                return {"url": s.base_url, "workers": workers, "quorum": "lost" if scheduler.quorum_lost_since else "ok"}
+                keys = ("name", "state", "running", "pid", "concurrency", "running_tasks", "tasks_run", "restarts")
+                workers = [{**{k: w[k] for k in keys if k in w}, "backlog": scheduler.backlog(w["name"])} for w in sup.list()]
+                tick = timing.fmt(timing.from_ts(scheduler.last_tick)) if scheduler.last_tick else None
+                return {"url": s.base_url, "workers": workers, "quorum": "lost" if scheduler.quorum_lost_since else "ok", "tick": tick}
 
             registry = registry_mod.Registry(
                 store, scheduler.daemon_id, describe=describe, interval=s.scheduler_heartbeat_seconds, on_quorum=scheduler.note_quorum

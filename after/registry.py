@@ -33,6 +33,10 @@ from after.store import Store
 log = logging.getLogger("after.registry")
 
 TYPE = "daemon"
+#: Heartbeat periods without a beat after which a daemon counts as gone (generous: a daemon
+#: busy with a burst of work beats late, and a daemon wrongly taken for gone has its share
+#: claimed by the others, racing it).
+GONE_AFTER = 5
 #: How long the document of a daemon that is gone stays listed.
 GONE_KEPT = timedelta(days=1)
 
@@ -85,33 +89,75 @@ class Registry:
         self.started = utcnow()
         self._task: asyncio.Task[None] | None = None
         self._soon = asyncio.Event()
+        self._clock = ""
+        #: The candidates last computed per worker name (to log when they change).
+        self._seen: dict[str, list[str]] = {}
 
     # -- what is known -------------------------------------------------------------------------
 
     def observe(self, doc: Mapping[str, Any]) -> None:
+        """A daemon document read from the database (the changes feed, or :meth:`load`)."""
         if not is_daemon(doc):
             return
+        if doc["_id"] == self.me:
+            # Our own heartbeat came back through the feed: the feed has caught up to it.
+            self._clock = max(self._clock, str(doc.get("beat", "")))
         old = self.docs.get(doc["_id"])
         if old is not None and str(old.get("beat", "")) > str(doc.get("beat", "")):
             return
         self.docs[doc["_id"]] = dict(doc)
 
+    def clock(self) -> datetime:
+        """The time the others' heartbeats are judged against: our own last beat seen in the feed.
+
+        Not the wall clock: when this daemon's changes feed lags (a burst of work, a slow
+        store), the others' heartbeats arrive late too, and judged by the wall clock they
+        would look gone, and this daemon would claim their share (racing them). Judged by
+        how far the feed has come, a daemon is gone only when the feed has passed its
+        ``until`` without a newer beat of it. Clock skew between hosts matters less too.
+        """
+        try:
+            return timing.parse_date(self._clock, field="beat") if self._clock else utcnow()
+        except AfterError:
+            return utcnow()
+
     def forget(self, doc_id: str) -> None:
         self.docs.pop(doc_id, None)
 
     def live(self, now: datetime | None = None) -> list[dict[str, Any]]:
-        now = now or utcnow()
+        now = now or self.clock()
         return [d for d in self.docs.values() if state_of(d, now) == "live"]
 
     def candidates(self, worker: str, now: datetime | None = None) -> list[str]:
         """The live daemons that run ``worker`` (always including this one)."""
         out = {d["_id"] for d in self.live(now) if runs_worker(d, worker)}
         out.add(self.me)
-        return sorted(out)
+        found = sorted(out)
+        if self._seen.get(worker) != found:
+            log.info("worker %s runs on %d daemon(s): %s (as of %s)", worker, len(found), ", ".join(found), timing.fmt(self.clock()))
+            self._seen[worker] = found
+        return found
+
+    def backlog_of(self, daemon: str, worker: str) -> int:
+        """The backlog a daemon reported for a worker in its last heartbeat (0 if none)."""
+        for w in (self.docs.get(daemon) or {}).get("workers") or []:
+            if isinstance(w, Mapping) and w.get("name") == worker:
+                value = w.get("backlog")
+                return value if isinstance(value, int) else 0
+        return 0
+
+    def ticking(self, daemon: str) -> bool:
+        """Whether a daemon's last heartbeat says its scheduler ticked lately (as of :meth:`clock`)."""
+        doc = self.docs.get(daemon) or {}
+        try:
+            tick = timing.parse_date(doc.get("tick"), field="tick")
+        except AfterError:
+            return False
+        return (self.clock() - tick).total_seconds() < 3 * self.interval + 10
 
     def listing(self, now: datetime | None = None) -> list[dict[str, Any]]:
         """Every known daemon, live or not, newest heartbeat first (``GET /daemons``)."""
-        now = now or utcnow()
+        now = now or self.clock()
         out = []
         for doc in self.docs.values():
             item = {k: v for k, v in doc.items() if not k.startswith("_") and k != "type"}
@@ -145,7 +191,7 @@ class Registry:
             "version": __version__,
             "started": timing.fmt(self.started),
             "beat": timing.fmt(now),
-            "until": timing.fmt(now + timedelta(seconds=self.interval * 3)),
+            "until": timing.fmt(now + timedelta(seconds=self.interval * GONE_AFTER)),
             "state": state,
             **info,
         }
@@ -182,7 +228,7 @@ class Registry:
 
     async def sweep(self, now: datetime | None = None) -> int:
         """Delete the documents of daemons gone for longer than :data:`GONE_KEPT`."""
-        now = now or utcnow()
+        now = now or self.clock()
         old = []
         for doc in self.docs.values():
             if doc["_id"] == self.me or state_of(doc, now) == "live":

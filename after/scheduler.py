@@ -446,14 +446,37 @@ class Scheduler:
             tobs(elapsed)
         return dict(stats)
 
+    def backlog(self, worker: str) -> int:
+        """Tasks of ``worker`` due and this daemon's to claim, waiting for a free slot."""
+        return len(self._ready.get(worker, ()))
+
     def _takeover_at(self, doc: Mapping[str, Any], now: datetime) -> float | None:
-        """When this daemon may claim a task another live daemon is preferred for (None: now)."""
+        """When this daemon may claim a task another live daemon is preferred for (None: now).
+
+        Not before ``takeover_delay`` after its due time, and, while the preferred daemon
+        still ticks, not while it reports a backlog for that worker or this daemon has one
+        of its own: both are busy with their shares, and taking the other's tasks would
+        only race it (a claim conflict for one of the two). A preferred daemon that is
+        gone is no candidate at all, so its share moves at once.
+        """
         pref = self.preferred(doc)
-        if pref is None or pref == self.daemon_id:
+        if pref is None or pref == self.daemon_id or self.registry is None:
             return None
         due = timing.due_at(doc) or now
         at = due.timestamp() + min(self.settings.scheduler_takeover_delay, self.settings.scheduler_lease_seconds)
-        return at if now.timestamp() < at else None
+        if now.timestamp() < at:
+            return at
+        # Judged by how far our changes feed has come, not the wall clock: with a lagging
+        # feed, the preferred daemon's claim may be on its way to us.
+        if self.registry.clock().timestamp() < at:
+            return now.timestamp() + 1.0
+        worker = str(doc.get("worker", ""))
+        if self.registry.ticking(pref) and (self.backlog(worker) > 0 or self.registry.backlog_of(pref, worker) > 0):
+            # It is working through its share (or we are through ours): it will come to this
+            # task, and taking it now would only race it. A daemon whose tick stalled is
+            # helped at once.
+            return now.timestamp() + self.settings.scheduler_heartbeat_seconds
+        return None
 
     def _is_own_orphan(self, doc: Mapping[str, Any]) -> bool:
         """Claimed (``schedule``) under this daemon's lease, and no worker of ours has it."""

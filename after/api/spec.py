@@ -165,6 +165,7 @@ DAEMON = {
         "url": {"type": "string", "description": "its REST port"},
         "started": {"type": "string"},
         "beat": {"type": "string", "description": "its last heartbeat"},
+        "tick": {"type": ["string", "null"], "description": "its scheduler's last tick, as of that heartbeat"},
         "until": {"type": "string", "description": "gone after this time without a new heartbeat"},
         "quorum": {"enum": ["ok", "lost"], "description": "lost: its writes reach fewer CouchDB replicas than the quorum"},
         "workers": {"type": "array", "items": {"type": "object"}},
