@@ -196,7 +196,11 @@ def test_three_daemons_2000_tasks_each_executed_exactly_once(start_daemon: Calla
     # A daemon that stops says so; the others no longer count it.
     gone = daemons[2].api("GET", "/")[1]["daemon"]
     daemons[2].stop()
-    wait_until(lambda: {x["id"]: x["state"] for x in daemons[0].api("GET", "/daemons")[1]["daemons"]}.get(gone) == "stopped", 30, "the stopped daemon shown stopped")
+
+    def state_of(daemon_id: str) -> str | None:
+        return {x["id"]: x["state"] for x in daemons[0].api("GET", "/daemons")[1]["daemons"]}.get(daemon_id)
+
+    wait_until(lambda: state_of(gone) == "stopped", 30, "the stopped daemon shown stopped")
     _, workers = daemons[0].api("GET", "/workers")
     assert gone not in {w["daemon"] for w in workers["workers"]}
 
