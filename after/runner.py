@@ -200,22 +200,31 @@ class Runner:
         task_id = claimed["_id"]
         current: dict[str, Any] = claimed
         try:
-            # A slot first: a task is accepted only when this worker can start it, so one
-            # queued behind busy slots is still just claimed (if the worker dies, it goes
-            # back to waiting, no attempt spent).
-            async with self._sem:
+            # A task due now takes a slot first: it is accepted only when this worker can
+            # start it, so one queued behind busy slots is still just claimed (if the worker
+            # dies, it goes back to waiting, no attempt spent). A task claimed ahead of its
+            # due time is accepted and prepared at once, without a slot, and takes one at
+            # its time: with as little as possible left to do then (a thousand tasks due at
+            # one second all wake at once; each one's start waits for the others' work), and
+            # without holding a slot while it sleeps (tasks due together beyond the free
+            # slots would otherwise be accepted, a round trip each, only as others finish).
+            due = timing.due_at(claimed)
+            if due is not None and due > self.clock():
                 accepted = await self._accept(claimed)
                 if accepted is None:
                     return
                 current = accepted
-                # Claimed ahead of its due time: accepted and prepared now, started at its
-                # time with as little as possible left to do (a thousand tasks due at one
-                # second all wake at once; each one's start waits for the others' work).
                 ctx = self._prepare(accepted)
-                due = timing.due_at(accepted)
-                if due is not None:
-                    await self._sleep_until(due)
-                ran = await self._run(ctx)
+                await self._sleep_until(due)
+                async with self._sem:
+                    ran = await self._run(ctx)
+            else:
+                async with self._sem:
+                    accepted = await self._accept(claimed)
+                    if accepted is None:
+                        return
+                    current = accepted
+                    ran = await self._run(self._prepare(accepted))
             # The slot is free again (it bounds running jobs, not writes): write the outcome.
             if ran is not None:
                 self._finishing.add(task_id)

@@ -40,7 +40,7 @@ import logging
 import random
 import time
 import uuid
-from collections import defaultdict, deque
+from collections import OrderedDict, defaultdict, deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -55,6 +55,9 @@ from after.service import Tasks
 from after.store import Store
 
 log = logging.getLogger("after.scheduler")
+
+#: How many tasks' newest revision generation a scheduler remembers (see ``observe``).
+GENS_KEPT = 200_000
 
 
 def utcnow() -> datetime:
@@ -117,6 +120,8 @@ class Scheduler:
         self.lag_observers: list[Callable[[float, str, str], None]] = []
         #: The daemons' heartbeats (None: an in-process scheduler, alone with its tasks).
         self.registry: Registry | None = None
+        #: The newest revision generation seen of each task (bounded, oldest forgotten first).
+        self._gens: OrderedDict[str, int] = OrderedDict()
         #: Tasks seen with conflicting leaves: settled (:meth:`Store.resolve`) before anything else.
         self._conflicted: dict[str, dict[str, Any]] = {}
         #: Since when (time.time()) our decisive writes come back taken by fewer replicas
@@ -137,8 +142,18 @@ class Scheduler:
         if not isinstance(task_id, str) or not model.is_task(doc):
             return
         old = self.tasks.get(task_id)
-        if old is not None and rev_gen(old) > rev_gen(doc):
+        gen = rev_gen(doc)
+        if old is not None and rev_gen(old) > gen:
             return  # an older revision than the one we hold (a late window query)
+        if self._gens.get(task_id, 0) > gen:
+            # Older than one seen before and let go (finished, or beyond the window): a late
+            # view or feed answer, common on a cluster, where a replica can lag. Acting on it
+            # would claim a task that already ran (a conflict at best).
+            return
+        self._gens[task_id] = gen
+        self._gens.move_to_end(task_id)
+        if len(self._gens) > GENS_KEPT:
+            self._gens.popitem(last=False)
         if doc.get("_conflicts"):
             # Conflicting leaves (racing writes on a cluster, replication): what CouchDB
             # shows may not be the task's state. Settled first, acted on after.
@@ -157,7 +172,6 @@ class Scheduler:
             log.info("task %s: claim applied although its answer was lost: dispatched now", task_id)
             self.dispatcher.dispatch(doc["worker"], dict(doc))
         self.tasks[task_id] = dict(doc)
-        gen = rev_gen(doc)
         heapq.heappush(self._heap, (when.timestamp(), task_id, gen))
         if when.timestamp() <= time.time() + self.settings.scheduler_claim_ahead:
             self._kick.set()
