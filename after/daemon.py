@@ -33,7 +33,7 @@ from after import registry as registry_mod
 from after.api import create_app
 from after.config import Settings, redact_url
 from after.embedded import ADMIN, USER, EmbeddedCouch
-from after.errors import ConfigError, StoreUnavailable
+from after.errors import AfterError, ConfigError
 from after.scheduler import Scheduler
 from after.store import Store
 from after.supervisor import Supervisor
@@ -161,8 +161,10 @@ class Daemon:
                 await site.start()
             except OSError as exc:
                 raise ConfigError(f"cannot listen on {s.server_host}:{s.server_port}: {exc.strerror}") from None
-            with contextlib.suppress(StoreUnavailable):
+            try:
                 await registry.beat()  # known to the others before the first claim
+            except AfterError as exc:
+                log.warning("heartbeat: %s (retried by the heartbeat loop)", exc.message)
             await scheduler.start()
             registry.start()
             await supervisor.restore()

@@ -129,8 +129,10 @@ class Resolution:
     winner: Mapping[str, Any]
     #: The other leaves, to be deleted (each by a tombstone on its own revision).
     losers: tuple[Mapping[str, Any], ...]
-    #: A new body to write on top of the winner (a lost cancel intent re-applied), or None.
-    rewrite: dict[str, Any] | None = None
+    #: The body written on top of the winner: the losers' history merged in, a lost cancel
+    #: re-applied, and a new ``updated``, so that every daemon takes the settled state
+    #: although its branch may be shorter than a deleted one (see ``scheduler.older``).
+    rewrite: dict[str, Any]
 
 
 def resolve(leaves: Sequence[Mapping[str, Any]], now: datetime, *, by: str = "resolver", history_limit: int = 50) -> Resolution | None:
@@ -141,9 +143,10 @@ def resolve(leaves: Sequence[Mapping[str, Any]], now: datetime, *, by: str = "re
     of them may be the majority claim whose worker is about to accept it, and the data
     cannot tell which. The worker's acceptance (or the end of the leases) decides it.
 
-    A cancel intent that lost to a leaf still running or pending is re-applied on the
-    winner (the client asked for it; nothing may silently drop it), with the losers'
-    history entries merged in, so what happened on every branch stays visible.
+    The winner is written again (its ``rewrite``): the losers' history entries merged in,
+    so what happened on every branch stays visible, and a cancel intent that lost to a
+    leaf still running or pending re-applied (the client asked for it; nothing may
+    silently drop it).
     """
     live = [leaf for leaf in leaves if not leaf.get("_deleted")]
     if len(live) <= 1:
@@ -154,12 +157,14 @@ def resolve(leaves: Sequence[Mapping[str, Any]], now: datetime, *, by: str = "re
     if top[1] == _CLAIM and len(tied) > 1 and any(_lease_live(d, now) for d in tied):
         return None
     winner, losers = ordered[0], tuple(ordered[1:])
-    rewrite = None
+    rewrite = dict(winner)
+    rewrite["history"] = merged_history([winner, *losers], limit=history_limit)
     intent = next((d for d in losers if d.get("status") == model.CANCEL), None)
     if intent is not None and winner.get("status") not in model.TERMINAL | {model.CANCEL}:
-        rewrite = dict(winner)
-        rewrite["history"] = merged_history([winner, *losers], limit=history_limit)
         model.set_status(rewrite, model.CANCEL, by, now, limit=history_limit, reason="cancel re-applied after a conflict")
+    else:
+        reason = f"conflict resolved: kept {winner.get('_rev')}, deleted {len(losers)} leaf(s)"
+        model.set_status(rewrite, str(winner.get("status")), by, now, limit=history_limit, reason=reason)
     return Resolution(winner, losers, rewrite)
 
 

@@ -64,6 +64,16 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def older(version: tuple[int, str], than: tuple[int, str]) -> bool:
+    """Whether a revision (generation, ``updated``) is older than another one of the same task.
+
+    A lower generation is older, unless it was written later: the settled winner of a
+    conflict can be on a shorter branch than a leaf deleted as a loser, and its rewrite
+    (:func:`after.quorum.resolve` always makes one) carries the time of the resolution.
+    """
+    return version[0] < than[0] and version[1] <= than[1]
+
+
 def rev_gen(doc: Mapping[str, Any]) -> int:
     try:
         return int(str(doc.get("_rev", "0-")).split("-", 1)[0])
@@ -121,7 +131,7 @@ class Scheduler:
         #: The daemons' heartbeats (None: an in-process scheduler, alone with its tasks).
         self.registry: Registry | None = None
         #: The newest revision generation seen of each task (bounded, oldest forgotten first).
-        self._gens: OrderedDict[str, int] = OrderedDict()
+        self._gens: OrderedDict[str, tuple[int, str]] = OrderedDict()
         #: Tasks seen with conflicting leaves: settled (:meth:`Store.resolve`) before anything else.
         self._conflicted: dict[str, dict[str, Any]] = {}
         #: Since when (time.time()) our decisive writes come back taken by fewer replicas
@@ -141,16 +151,17 @@ class Scheduler:
             return
         if not isinstance(task_id, str) or not model.is_task(doc):
             return
-        old = self.tasks.get(task_id)
-        gen = rev_gen(doc)
-        if old is not None and rev_gen(old) > gen:
+        version = (rev_gen(doc), str(doc.get("updated") or ""))
+        held = self.tasks.get(task_id)
+        if held is not None and older(version, (rev_gen(held), str(held.get("updated") or ""))):
             return  # an older revision than the one we hold (a late window query)
-        if self._gens.get(task_id, 0) > gen:
+        seen = self._gens.get(task_id)
+        if seen is not None and older(version, seen):
             # Older than one seen before and let go (finished, or beyond the window): a late
             # view or feed answer, common on a cluster, where a replica can lag. Acting on it
             # would claim a task that already ran (a conflict at best).
             return
-        self._gens[task_id] = gen
+        self._gens[task_id] = version
         self._gens.move_to_end(task_id)
         if len(self._gens) > GENS_KEPT:
             self._gens.popitem(last=False)
@@ -172,7 +183,7 @@ class Scheduler:
             log.info("task %s: claim applied although its answer was lost: dispatched now", task_id)
             self.dispatcher.dispatch(doc["worker"], dict(doc))
         self.tasks[task_id] = dict(doc)
-        heapq.heappush(self._heap, (when.timestamp(), task_id, gen))
+        heapq.heappush(self._heap, (when.timestamp(), task_id, version[0]))
         if when.timestamp() <= time.time() + self.settings.scheduler_claim_ahead:
             self._kick.set()
 

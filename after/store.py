@@ -518,12 +518,12 @@ class Store:
             for doc_id, result in (await self.write_many(batch)).items():
                 if not isinstance(result, dict):
                     failed.add(doc_id)
-        rewrites = [dict(r.rewrite) for i, r in plans if r.rewrite is not None and i not in failed]
+        rewrites = [dict(r.rewrite) for i, r in plans if i not in failed]
         written = await self.write_many(rewrites) if rewrites else {}
-        for doc_id, res in plans:
+        for doc_id, _ in plans:
             if doc_id in failed:
                 continue
-            out = written.get(doc_id, dict(res.winner))
+            out = written.get(doc_id)
             if isinstance(out, dict):
                 settled[doc_id] = out
                 self.conflicts_resolved += 1

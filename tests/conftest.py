@@ -94,22 +94,32 @@ def couch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Couch]:
 @pytest.fixture
 def dbname(couch: Couch) -> Iterator[str]:
     """A fresh database, set up as `after setup` does; deleted after the test."""
-    name = f"t{uuid.uuid4().hex[:16]}"
+    with fresh_database(lambda name: couch.store(name, as_admin=True)) as name:
+        yield name
+
+
+@contextlib.contextmanager
+def fresh_database(admin: Callable[[str], Store], *, prefix: str = "t") -> Iterator[str]:
+    """Create a database named ``<prefix><random>`` with ``admin(name)`` (an admin's store),
+    set up as `after setup` does; delete it afterwards."""
+    name = f"{prefix}{uuid.uuid4().hex[:16]}"
 
     async def create() -> None:
-        async with couch.store(name, as_admin=True) as admin:
-            await admin.setup(create=True)
+        async with admin(name) as store:
+            await store.setup(create=True)
 
     async def drop() -> None:
-        async with couch.store(name, as_admin=True) as admin:
+        async with admin(name) as store:
             try:
-                await admin.drop()
+                await store.drop()
             except Exception:
                 pass
 
     asyncio.run(create())
-    yield name
-    asyncio.run(drop())
+    try:
+        yield name
+    finally:
+        asyncio.run(drop())
 
 
 @pytest.fixture

@@ -18,13 +18,12 @@ import signal
 import statistics
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TESTS, Daemon, executions, spawn_daemon, wait_until
+from conftest import Couch, Daemon, daemon_env, executions, fresh_database, spawn_daemon, wait_until
 
 from after import timing
 from after.embedded import free_port
@@ -48,42 +47,16 @@ def ctl(action: str, node: int) -> None:
 
 @pytest.fixture
 def cluster_db() -> Iterator[str]:
-    name = f"tc{uuid.uuid4().hex[:14]}"
-
-    async def create() -> None:
-        async with Store(CLUSTER[0], name) as admin:
-            await admin.setup(create=True)
-
-    async def drop() -> None:
-        async with Store(CLUSTER[0], name) as admin:
-            try:
-                await admin.drop()
-            except Exception:
-                pass
-
-    asyncio.run(create())
-    yield name
-    asyncio.run(drop())
+    with fresh_database(lambda name: Store(CLUSTER[0], name), prefix="tc") as name:
+        yield name
 
 
 def spawn(node: int, db: str, tmp_path: Path) -> Daemon:
+    """A daemon on node ``node``'s URL, with the AFTER_TEST_CLUSTER_SCHEDULER_* settings passed through
+    (e.g. AFTER_TEST_CLUSTER_SCHEDULER_CLAIM_AHEAD=5 becomes AFTER_SCHEDULER_CLAIM_AHEAD)."""
+    settings = {k.replace("AFTER_TEST_CLUSTER_", "AFTER_", 1): v for k, v in os.environ.items() if k.startswith("AFTER_TEST_CLUSTER_SCHEDULER_")}
     state = tmp_path / f"d{node}"
-    config = tmp_path / f"d{node}.toml"
-    config.write_text("")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AFTER_")}
-    env.update(
-        {
-            "AFTER_CONFIG": str(config),
-            "AFTER_COUCHDB_URL": CLUSTER[node],
-            "AFTER_DATABASE": db,
-            "AFTER_STATE_DIR": str(state),
-            "AFTER_PORT": str(free_port()),
-            "PYTHONPATH": str(TESTS / "jobs") + os.pathsep + env.get("PYTHONPATH", ""),
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    # Settings of the daemons under test, passed through (e.g. AFTER_TEST_CLUSTER_SCHEDULER_CLAIM_AHEAD=5).
-    env.update({k.replace("AFTER_TEST_CLUSTER_", "AFTER_", 1): v for k, v in os.environ.items() if k.startswith("AFTER_TEST_CLUSTER_SCHEDULER_")})
+    env = daemon_env(Couch(CLUSTER[node], None, None, None), db, state, free_port(), AFTER_COUCHDB_URL=CLUSTER[node], **settings)
     return spawn_daemon(env, state)
 
 
@@ -130,7 +103,9 @@ def test_one_daemon_per_node_runs_every_task_once(fault: str, cluster_db: str, t
         wait_until(registry_complete, 60, "every daemon sees the three")
         out = tmp_path / "runs"
         start = time.time() + 8
-        bodies = [{"worker": "wc", "date": start + SPREAD * i / N_TASKS, "timeout": 10, "job": {"name": "count", "arguments": [str(out)]}} for i in range(N_TASKS)]
+        bodies = [
+            {"worker": "wc", "date": start + SPREAD * i / N_TASKS, "timeout": 10, "job": {"name": "count", "arguments": [str(out)]}} for i in range(N_TASKS)
+        ]
         ids: list[str] = []
         for i in range(0, N_TASKS, 500):
             ids += daemons[i // 500 % 3].create(bodies[i : i + 500])["ids"]
@@ -175,7 +150,17 @@ def test_one_daemon_per_node_runs_every_task_once(fault: str, cluster_db: str, t
         for t in starts:
             by_worker.setdefault(pid_of[t], []).append(starts[t] - timing.parse_date(due[t]).timestamp())
         worst = {pid: round(max(v), 3) for pid, v in by_worker.items()}
-        report = {"fault": fault, "worst_by_worker": worst, "tasks": N_TASKS, "ran": len(ran), "not_run": len(not_run), "lag_p50": p50, "lag_p99": p99, "lag_max": lags[-1], **counters}
+        report = {
+            "fault": fault,
+            "worst_by_worker": worst,
+            "tasks": N_TASKS,
+            "ran": len(ran),
+            "not_run": len(not_run),
+            "lag_p50": p50,
+            "lag_p99": p99,
+            "lag_max": lags[-1],
+            **counters,
+        }
         print("CLUSTER-RESULT " + json.dumps(report))
         if fault == "healthy":
             assert not not_run

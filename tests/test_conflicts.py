@@ -16,7 +16,7 @@ from conftest import AcceptedLink, Couch, conflicting_leaves, recording_job, wri
 from after import model, timing
 from after.config import Settings
 from after.runner import Runner
-from after.scheduler import LocalDispatcher, Scheduler
+from after.scheduler import LocalDispatcher, NoDispatcher, Scheduler
 from after.store import Store
 
 
@@ -207,3 +207,22 @@ async def test_an_acceptance_answered_202_does_not_start_the_job(couch: Couch, d
     assert final["status"] == "schedule" and final.get("starts", 0) == 0  # taken back: ranks below any branch that ran
     assert final["lease"] == claimed["lease"]
     assert "acceptance uncertain" in final["history"][-1]["reason"]
+
+
+async def test_a_stale_revision_is_ignored_but_a_settled_shorter_branch_is_taken(couch: Couch, dbname: str, settings: Settings) -> None:
+    """A lagging replica answers with an old revision of a task that ran: ignored. A conflict
+    settled in favour of a shorter branch than a deleted one: taken (its rewrite is newer)."""
+    now = datetime.now(UTC)
+    async with couch.store(dbname) as store:
+        sched = Scheduler(store, settings, NoDispatcher(), daemon_id="daemon:test")
+        await sched.refresh_window(now)  # holds what is due within the window
+        created = {**task(now), "_rev": "1-a", "updated": timing.fmt(now)}
+        done = {**created, "_rev": "4-d", "status": "done", "updated": timing.fmt(now + timedelta(seconds=3))}
+        sched.observe(created)
+        sched.observe(done)  # finished: let go
+        assert created["_id"] not in sched.tasks
+        sched.observe(created)  # the creation again, from a late view answer
+        assert created["_id"] not in sched.tasks
+        settled = {**created, "_rev": "3-s", "status": "reschedule", "updated": timing.fmt(now + timedelta(seconds=9))}
+        sched.observe(settled)  # generation 3 < 4, written after: the settled state
+        assert sched.tasks[created["_id"]]["_rev"] == "3-s"

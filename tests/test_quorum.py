@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from after import quorum
+from after import quorum, timing
 from after.quorum import Verdict
 
 NOW = datetime(2026, 12, 1, 10, 0, 0, tzinfo=UTC)
@@ -102,7 +102,6 @@ def test_a_cancel_that_lost_to_a_running_leaf_is_reapplied_with_both_histories()
     cancel = leaf("cancel", "3-b", updated="2026-12-01T09:59:55Z")
     res = quorum.resolve([cancel, running], NOW, by="daemon:me")
     assert res is not None and res.winner["_rev"] == "3-a"
-    assert res.rewrite is not None
     assert res.rewrite["status"] == "cancel" and res.rewrite["_rev"] == "3-a"
     assert res.rewrite["lease"] == running["lease"]  # the worker running it is the one to stop it
     statuses = [h["status"] for h in res.rewrite["history"]]
@@ -112,7 +111,9 @@ def test_a_cancel_that_lost_to_a_running_leaf_is_reapplied_with_both_histories()
 
 def test_a_cancel_that_lost_to_a_finished_run_is_not_reapplied() -> None:
     res = quorum.resolve([leaf("cancel", "3-b"), leaf("done", "4-a", starts=1)], NOW)
-    assert res is not None and res.winner["_rev"] == "4-a" and res.rewrite is None
+    assert res is not None and res.winner["_rev"] == "4-a"
+    assert res.rewrite["status"] == "done" and res.rewrite["updated"] == timing.fmt(NOW)
+    assert "conflict resolved" in res.rewrite["history"][-1]["reason"]
 
 
 def test_undecided_claims_are_decided_once_their_leases_end() -> None:
