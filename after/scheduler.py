@@ -134,6 +134,7 @@ class Scheduler:
         self._gens: OrderedDict[str, tuple[int, str]] = OrderedDict()
         #: Tasks seen with conflicting leaves: settled (:meth:`Store.resolve`) before anything else.
         self._conflicted: dict[str, dict[str, Any]] = {}
+        self._conflicted_since: dict[str, float] = {}
         #: Since when (time.time()) our decisive writes come back taken by fewer replicas
         #: than the quorum (a daemon cut off from most of a CouchDB cluster): no claims, no
         #: lease recoveries until one is certain again. None while writes are certain.
@@ -169,10 +170,12 @@ class Scheduler:
             # Conflicting leaves (racing writes on a cluster, replication): what CouchDB
             # shows may not be the task's state. Settled first, acted on after.
             self._conflicted[task_id] = dict(doc)
+            self._conflicted_since.setdefault(task_id, time.time())
             self.tasks.pop(task_id, None)
             self._kick.set()
             return
         self._conflicted.pop(task_id, None)
+        self._conflicted_since.pop(task_id, None)
         when = timing.agenda_time(doc)
         if when is None or when > self._horizon:
             self.tasks.pop(task_id, None)
@@ -190,6 +193,7 @@ class Scheduler:
     def forget(self, task_id: str) -> None:
         self.tasks.pop(task_id, None)
         self._conflicted.pop(task_id, None)
+        self._conflicted_since.pop(task_id, None)
         if self.registry is not None:
             self.registry.forget(task_id)
 
@@ -227,11 +231,23 @@ class Scheduler:
         """Resolve the conflicted tasks seen (at most a batch a tick); settled ones go back on the agenda."""
         if not self._conflicted:
             return
-        batch = list(self._conflicted.values())[: self.settings.scheduler_claim_batch]
+        # The task's preferred daemon settles it; the others only if it is still conflicted
+        # a takeover_delay later: daemons settling one task at the same instant each write a
+        # rewrite of the winner, and those rewrites are new conflicting leaves.
+        wait = self.settings.scheduler_takeover_delay
+        mine = [
+            doc
+            for doc in self._conflicted.values()
+            if self.preferred(doc) in (None, self.daemon_id) or time.time() - self._conflicted_since.get(doc["_id"], 0.0) > wait
+        ]
+        batch = mine[: self.settings.scheduler_claim_batch]
+        if not batch:
+            return
         settled = await self.store.resolve(batch, now=now, by=self.daemon_id, history_limit=self.settings.scheduler_history_limit)
         self.counters["conflicts_resolved"] += len(settled)
         for doc in settled.values():
             self._conflicted.pop(doc["_id"], None)
+            self._conflicted_since.pop(doc["_id"], None)
             self.observe(doc)
 
     def _due(self, now: datetime) -> list[dict[str, Any]]:
