@@ -412,6 +412,13 @@ class Scheduler:
                 if self.dispatcher.running_here(worker, doc["_id"]):
                     later.append(doc)  # our live worker still has it: its write will settle it
                     continue
+                # Like a claim, a lease that ended is taken back by the task's preferred daemon
+                # first: daemons recovering one task at the same instant race (on a cluster,
+                # into conflicting leaves that cost another lease).
+                takeover = self._takeover_at(doc, now, since=timing.agenda_time(doc))
+                if takeover is not None:
+                    self._requeue(doc, takeover + self.settings.scheduler_claim_ahead)
+                    continue
                 writes.append(self.recovered(doc, now, reason="lost"))
                 stats["recovered"] += 1
             elif action.kind == "expire":
@@ -491,7 +498,7 @@ class Scheduler:
         """Tasks of ``worker`` due and this daemon's to claim, waiting for a free slot."""
         return len(self._ready.get(worker, ()))
 
-    def _takeover_at(self, doc: Mapping[str, Any], now: datetime) -> float | None:
+    def _takeover_at(self, doc: Mapping[str, Any], now: datetime, *, since: datetime | None = None) -> float | None:
         """When this daemon may claim a task another live daemon is preferred for (None: now).
 
         Not before ``takeover_delay`` after its due time, and, while the preferred daemon
@@ -503,7 +510,7 @@ class Scheduler:
         pref = self.preferred(doc)
         if pref is None or pref == self.daemon_id or self.registry is None:
             return None
-        due = timing.due_at(doc) or now
+        due = since or timing.due_at(doc) or now
         at = due.timestamp() + min(self.settings.scheduler_takeover_delay, self.settings.scheduler_lease_seconds)
         if now.timestamp() < at:
             return at
