@@ -36,7 +36,7 @@ TYPE = "daemon"
 #: Heartbeat periods without a beat after which a daemon counts as gone (generous: a daemon
 #: busy with a burst of work beats late, and a daemon wrongly taken for gone has its share
 #: claimed by the others, racing it).
-GONE_AFTER = 5
+GONE_AFTER = 10
 #: How long the document of a daemon that is gone stays listed.
 GONE_KEPT = timedelta(days=1)
 
@@ -137,14 +137,6 @@ class Registry:
             log.info("worker %s runs on %d daemon(s): %s (as of %s)", worker, len(found), ", ".join(found), timing.fmt(self.clock()))
             self._seen[worker] = found
         return found
-
-    def backlog_of(self, daemon: str, worker: str) -> int:
-        """The backlog a daemon reported for a worker in its last heartbeat (0 if none)."""
-        for w in (self.docs.get(daemon) or {}).get("workers") or []:
-            if isinstance(w, Mapping) and w.get("name") == worker:
-                value = w.get("backlog")
-                return value if isinstance(value, int) else 0
-        return 0
 
     def ticking(self, daemon: str) -> bool:
         """Whether a daemon's last heartbeat says its scheduler ticked lately (as of :meth:`clock`)."""

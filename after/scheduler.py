@@ -501,11 +501,11 @@ class Scheduler:
     def _takeover_at(self, doc: Mapping[str, Any], now: datetime, *, since: datetime | None = None) -> float | None:
         """When this daemon may claim a task another live daemon is preferred for (None: now).
 
-        Not before ``takeover_delay`` after its due time, and, while the preferred daemon
-        still ticks, not while it reports a backlog for that worker or this daemon has one
-        of its own: both are busy with their shares, and taking the other's tasks would
-        only race it (a claim conflict for one of the two). A preferred daemon that is
-        gone is no candidate at all, so its share moves at once.
+        Not before ``takeover_delay`` after its due time, and only if the preferred daemon's
+        heartbeat says its scheduler stopped ticking: a daemon that ticks is working through
+        its share (a burst, a slow store) and will come to this task; taking it would only
+        race it (a claim conflict for one of the two). A preferred daemon that is gone is no
+        candidate at all, so its share moves at once.
         """
         pref = self.preferred(doc)
         if pref is None or pref == self.daemon_id or self.registry is None:
@@ -518,9 +518,8 @@ class Scheduler:
         # feed, the preferred daemon's claim may be on its way to us.
         if self.registry.clock().timestamp() < at:
             return now.timestamp() + 1.0
-        worker = str(doc.get("worker", ""))
-        if self.registry.ticking(pref) and (self.backlog(worker) > 0 or self.registry.backlog_of(pref, worker) > 0):
-            # It is working through its share (or we are through ours): it will come to this
+        if self.registry.ticking(pref):
+            # It is working through its share (a burst, a slow store): it will come to this
             # task, and taking it now would only race it. A daemon whose tick stalled is
             # helped at once.
             return now.timestamp() + self.settings.scheduler_heartbeat_seconds

@@ -205,6 +205,27 @@ def test_three_daemons_2000_tasks_each_executed_exactly_once(start_daemon: Calla
     assert gone not in {w["daemon"] for w in workers["workers"]}
 
 
+def test_the_share_of_a_daemon_killed_with_kill_9_moves_to_the_others(start_daemon: Callable[..., Daemon], tmp_path: Path) -> None:
+    """Tasks preferred to a daemon that died are not left waiting for it: once its heartbeat
+    stops, the live daemon takes them (here with 0.5 s heartbeats: gone after 5 s)."""
+    fast = {"AFTER_SCHEDULER_HEARTBEAT_SECONDS": "0.5", "AFTER_SCHEDULER_TAKEOVER_DELAY": "1"}
+    d1, d2 = start_daemon("d1", **fast), start_daemon("d2", **fast)
+    for d in (d1, d2):
+        d.start_worker("w")
+    gone = d2.api("GET", "/")[1]["daemon"]
+
+    def both_live() -> bool:
+        return {x["id"] for x in d1.api("GET", "/daemons")[1]["daemons"] if x["state"] == "live"} == {gone, d1.api("GET", "/")[1]["daemon"]}
+
+    wait_until(both_live, 30, "both daemons live")
+    d2.stop(signal.SIGKILL)
+    out = tmp_path / "runs"
+    ids = d1.create([{"worker": "w", "date": time.time() + 1, "job": {"name": "count", "arguments": [str(out)]}} for _ in range(40)])["ids"]
+    wait_until(lambda: len(executions(out)) == 40, 60, "every task run by the live daemon")
+    assert set(executions(out)) == set(ids) and max(executions(out).values()) == 1
+    assert len({line.split()[2] for line in out.read_text().splitlines()}) == 1  # all by d1's worker
+
+
 def test_kill_9_daemon_while_1000_tasks_fire_then_restart(start_daemon: Callable[..., Daemon], couch: Couch, dbname: str, tmp_path: Path) -> None:
     """Nothing lost, nothing doubled. The rule (no retry policy): every task ends terminal;
     each ran at most once; one that did not run ended err with reason "lost" or "worker died"."""
