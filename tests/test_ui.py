@@ -309,6 +309,7 @@ def test_workers_view_log_tail_and_stop_from_the_ui(ui: UI, daemon: Daemon) -> N
     mailer = page.locator('tr[data-testid=worker-row][data-worker="mailer"]')
     expect(mailer).to_have_attribute("data-state", "running")
     expect(mailer.locator("[data-col=pid]")).to_have_text(str(daemon.api("GET", "/workers/mailer")[1]["pid"]))
+    expect(mailer.locator("[data-col=host]")).to_contain_text("(this daemon)")  # others' workers are listed too, read only
     # The log tail follows the worker's log.
     mailer.locator("[data-testid=worker-log-toggle]").click()
     log = page.locator("#worker-log")

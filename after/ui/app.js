@@ -690,24 +690,29 @@
     ctx.main.append(
       h('div', { class: 'row-between' }, h('h1', {}, 'Workers'), button('workers-refresh', 'Refresh', 'secondary', () => refresh())),
       h('div', { class: 'table-wrap' }, h('table', tid('workers-table', { class: 'data' }), h('caption', { class: 'sr-only' }, 'Workers'),
-        headRow(['Name', 'State', 'Running', 'PID', 'Uptime', 'Tasks run', 'Restarts', 'Busy / slots', 'Last error', 'Actions']), tbody)),
+        headRow(['Name', 'Host', 'State', 'Running', 'PID', 'Uptime', 'Tasks run', 'Restarts', 'Busy / slots', 'Last error', 'Actions']), tbody)),
       logPanel,
       h('h2', {}, 'Start a worker'),
       h('form', { id: 'worker-start-form', class: 'grid-form card', 'aria-label': 'Start a worker', onsubmit: onStart },
         field('Name', nameIn), field('Concurrency', concIn), field('Jobs module (optional)', jobsIn, 'Python module holding the job functions'),
         h('div', { class: 'field-actions' }, startBtn)));
 
-    function makeRow(name) {
-      const c = {};
+    /** Workers of other daemons on the database are listed too (read only: their own daemon runs them). */
+    const rowKey = (w) => (w.here === false ? w.name + '@' + w.daemon : w.name);
+
+    function makeRow(w) {
+      const name = w.name, remote = w.here === false, c = {};
       const cell = (k, cls) => (c[k] = h('td', { 'data-col': k, class: cls || null }));
       const logBtn = h('button', { type: 'button', class: 'secondary small', 'data-testid': 'worker-log-toggle', 'data-worker': name, 'aria-pressed': 'false', onclick: () => showLog(logName === name ? null : name) }, 'Log');
       const stopBtn = h('button', { type: 'button', class: 'danger small', 'data-testid': 'worker-stop', 'data-worker': name, onclick: () => onStop(name) }, 'Stop');
       const startBtn = h('button', { type: 'button', class: 'small', 'data-testid': 'worker-start-again', 'data-worker': name, hidden: true, onclick: () => onStartAgain(tr) }, 'Start');
-      const tr = h('tr', { 'data-worker': name, 'data-testid': 'worker-row' },
-        h('th', { scope: 'row' }, name), cell('state'), cell('running'), cell('pid', 'num'), cell('uptime', 'num nowrap'),
+      const tr = h('tr', { 'data-worker': name, 'data-testid': 'worker-row', 'data-daemon': w.daemon || '', 'data-here': String(!remote) },
+        h('th', { scope: 'row' }, name), cell('host'), cell('state'), cell('running'), cell('pid', 'num'), cell('uptime', 'num nowrap'),
         cell('tasks_run', 'num'), cell('restarts', 'num'), cell('concurrency', 'num nowrap'), cell('last_error'),
         h('td', { class: 'row-actions' }, logBtn, ' ', stopBtn, startBtn));
       tr._cells = c;
+      tr._remote = remote;
+      if (remote) logBtn.hidden = stopBtn.hidden = startBtn.hidden = true;
       tr._logBtn = logBtn;
       tr._stopBtn = stopBtn;
       tr._startBtn = startBtn;
@@ -723,6 +728,7 @@
         c.state.dataset.state = state;
         c.state.replaceChildren(h('span', { class: 'badge', 'data-state': state }, state));
       }
+      c.host.textContent = (w.host || '—') + (tr._remote ? '' : ' (this daemon)');
       c.running.textContent = w.running ? 'yes' : 'no';
       c.pid.textContent = dash(w.pid);
       c.uptime.textContent = w.running ? fmtDuration(w.uptime) : '—';
@@ -737,8 +743,8 @@
       // Stopped: offer Start (with the same concurrency and jobs); otherwise Stop (backoff and
       // crashloop included: stopping ends the restarts).
       const stopped = state === 'stopped', focused = document.activeElement;
-      tr._stopBtn.hidden = stopped;
-      tr._startBtn.hidden = !stopped;
+      tr._stopBtn.hidden = stopped || tr._remote;
+      tr._startBtn.hidden = !stopped || tr._remote;
       if (focused === tr._stopBtn && stopped) tr._startBtn.focus(); // keep the keyboard user's place
       else if (focused === tr._startBtn && !stopped) tr._stopBtn.focus();
       tr._last = w;
@@ -756,15 +762,16 @@
         const empty = $('tr.empty', tbody);
         if (empty) empty.remove();
         list.forEach((w, i) => {
-          seen.add(w.name);
-          let tr = rows.get(w.name);
-          if (!tr) { tr = makeRow(w.name); rows.set(w.name, tr); }
+          const key = rowKey(w);
+          seen.add(key);
+          let tr = rows.get(key);
+          if (!tr) { tr = makeRow(w); rows.set(key, tr); }
           updateRow(tr, w);
           // Move only when out of order: moving a node would drop keyboard focus.
           if (tbody.children[i] !== tr) tbody.insertBefore(tr, tbody.children[i] || null);
         });
-        for (const [name, tr] of rows) if (!seen.has(name)) { tr.remove(); rows.delete(name); }
-        if (!list.length) tbody.append(h('tr', { class: 'empty', 'data-testid': 'workers-empty' }, h('td', { colspan: '10' }, 'No workers.')));
+        for (const [key, tr] of rows) if (!seen.has(key)) { tr.remove(); rows.delete(key); }
+        if (!list.length) tbody.append(h('tr', { class: 'empty', 'data-testid': 'workers-empty' }, h('td', { colspan: '11' }, 'No workers.')));
       } catch (e) {
         if (ctx.alive()) showError(e);
       } finally {
