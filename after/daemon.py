@@ -165,9 +165,11 @@ class Daemon:
                 await registry.beat()  # known to the others before the first claim
             except AfterError as exc:
                 log.warning("heartbeat: %s (retried by the heartbeat loop)", exc.message)
+            # Workers first: they need nothing of the scheduler, and the daemon is expected to
+            # have them back as soon as it answers.
+            await supervisor.restore()
             await scheduler.start()
             registry.start()
-            await supervisor.restore()
             self._write_pidfile()
             log.info("After daemon %s listening on %s (state in %s)", scheduler.daemon_id, s.base_url, s.state_path)
             if ready is not None:

@@ -203,14 +203,15 @@ class Supervisor:
         return wp
 
     async def stop_all(self, timeout: float | None = None) -> None:
-        names = [n for n, w in self.workers.items() if w.state != "stopped"]
-        await asyncio.gather(*(self._stop_keep_saved(n, timeout) for n in names))
+        """Stop every worker, keeping them in workers.json: they come back with the daemon.
 
-    async def _stop_keep_saved(self, name: str, timeout: float | None) -> None:
-        # A daemon shutdown stops workers but keeps them in workers.json: they come back
-        # with the daemon.
+        The file is read once before and written once after: each ``stop`` rewrites it
+        without its worker, and stops running side by side would otherwise each restore a
+        copy read after another had already removed its worker (one worker lost, 1 in 2).
+        """
         saved = self._load()
-        await self.stop(name, timeout=timeout)
+        names = [n for n, w in self.workers.items() if w.state != "stopped"]
+        await asyncio.gather(*(self.stop(n, timeout=timeout) for n in names))
         self._write_saved(saved)
 
     async def restore(self) -> None:
@@ -248,7 +249,10 @@ class Supervisor:
     def _write_saved(self, data: dict[str, dict[str, Any]]) -> None:
         self.saved.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.saved.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=2))
+        with open(tmp, "w") as f:
+            f.write(json.dumps(data, indent=2))
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, self.saved)
 
     def _save(self) -> None:
