@@ -36,10 +36,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from after import model, quorum, timing
+from after.bulkwriter import BulkWriter
 from after.config import Settings
 from after.errors import AfterError, Conflict, NotFound, Uncertain
 from after.jobs import JobFailed, JobFunc, TaskContext, is_async, isolated
-from after.store import BulkWriter, Store
+from after.store import Store
 
 log = logging.getLogger("after.runner")
 
@@ -145,6 +146,8 @@ class Runner:
         self.running: dict[str, asyncio.Task[None]] = {}
         #: Tasks whose job is over and whose outcome is being written (too late to cancel).
         self._finishing: set[str] = set()
+        #: The next claim of a task handed over while its previous run was finishing.
+        self._after: dict[str, dict[str, Any]] = {}
         self._cancel_asked: set[str] = set()
         self._interrupting = False
         self.tasks_run = 0
@@ -161,6 +164,10 @@ class Runner:
         """Run a claimed task (status ``schedule``, with a lease) as soon as a slot is free."""
         task_id = doc["_id"]
         if task_id in self.running:
+            if task_id in self._finishing:
+                # Its previous run's outcome (a retry, the next cron run) has just been written
+                # and the scheduler already claimed the next one: run it once this one is over.
+                self._after[task_id] = doc
             return
         self.running[task_id] = asyncio.create_task(self._execute(doc), name=f"task {task_id}")
 
@@ -230,7 +237,7 @@ class Runner:
                 self._finishing.add(task_id)
                 base, final = ran
                 await self._write_final(base, final)
-                self.notify({"op": "finished", "id": task_id, "status": final["status"], "job": _job_name(final)})
+                self._finished(base, final["status"])
         except asyncio.CancelledError:
             # Cancelled before it started (waiting for its time or a slot): acknowledge.
             if task_id in self._cancel_asked:
@@ -243,6 +250,9 @@ class Runner:
             self.running.pop(task_id, None)
             self._cancel_asked.discard(task_id)
             self._finishing.discard(task_id)
+            queued = self._after.pop(task_id, None)
+            if queued is not None:
+                self.submit(queued)
 
     async def _sleep_until(self, due: datetime) -> None:
         """Return at ``due`` (at once if it is past), as close to it as the host allows.
@@ -268,7 +278,13 @@ class Runner:
         out["error"] = error
         model.set_status(out, status, self.by, self.clock(), limit=self._limit())
         await self._write_final(doc, out)
-        self.notify({"op": "finished", "id": doc["_id"], "status": status, "job": _job_name(doc)})
+        self._finished(doc, status)
+
+    def _finished(self, doc: Mapping[str, Any], status: Any) -> None:
+        """Tell the daemon this claim is over (its lease id says which claim: the next one of
+        the same task may already be on its way)."""
+        lease = (doc.get("lease") or {}).get("id")
+        self.notify({"op": "finished", "id": doc["_id"], "status": status, "job": _job_name(doc), "lease": lease})
 
     def _timeout(self, doc: Mapping[str, Any]) -> float:
         return float(doc.get("timeout") or self.settings.scheduler_default_timeout)
@@ -326,7 +342,7 @@ class Runner:
         model.set_status(back, model.SCHEDULE, self.by, self.clock(), limit=self._limit(), reason="acceptance uncertain (202): not started")
         with contextlib.suppress(AfterError):
             await self.writer.write(back)
-        self.notify({"op": "finished", "id": claimed["_id"], "status": model.SCHEDULE, "job": _job_name(claimed)})
+        self._finished(claimed, model.SCHEDULE)
 
     def _prepare(self, accepted: dict[str, Any]) -> TaskContext:
         return TaskContext(task=dict(accepted), worker=self.name, settings=self._job_settings(), log_limit=self.settings.scheduler_log_limit)
@@ -612,4 +628,4 @@ class Runner:
             await self._finish_simple(fresh, model.CANCELED, None)
             return
         log.info("task %s: claim no longer ours (status %s); not started", claimed["_id"], fresh.get("status"))
-        self.notify({"op": "finished", "id": claimed["_id"], "status": fresh.get("status"), "job": _job_name(claimed)})
+        self._finished(claimed, fresh.get("status"))

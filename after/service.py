@@ -18,9 +18,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from after import model, timing
+from after.bulkwriter import BulkWriter
 from after.config import Settings
 from after.errors import Conflict, InvalidInput, NotFound, Uncertain, Unprocessable
-from after.store import BulkWriter, Store
+from after.store import Store
 
 #: ``jobs_of(worker)``: the job names a worker declared, or None when not known here.
 JobsOf = Callable[[str], Collection[str] | None]

@@ -317,7 +317,11 @@ class Supervisor:
                 for sobs in self.start_observers:
                     sobs(wp.name, str(msg.get("job") or ""), float(msg.get("lag") or 0.0))
             elif op == "finished":
-                sent = wp.inflight.pop(msg.get("id"), None)
+                sent = wp.inflight.get(msg.get("id"))
+                if sent is not None and msg.get("lease") not in (None, (sent.get("lease") or {}).get("id")):
+                    sent = None  # the end of an earlier claim of a task whose next claim runs now
+                else:
+                    wp.inflight.pop(msg.get("id"), None)
                 if sent is not None:
                     wp.tasks_run += 1
                 # The worker names the job; an older worker does not, the claimed task does.
