@@ -197,8 +197,13 @@ def test_cron_task_runs_and_schedules_its_next_occurrence(daemon: Daemon, tmp_pa
     assert doc["status"] in ("reschedule", "schedule", "scheduled")
     assert len(doc["next_runs"]) == 5
     assert doc["runs"] and doc["runs"][0]["status"] == "done"
-    stamps = [float(ln.split()[1]) for ln in lines(out)]
-    assert all(b - a >= 1.5 for a, b in itertools.pairwise(stamps))
+    # One run per occurrence, each 2 s after the last, none started before its time (a busy
+    # machine may start one late: lateness is the benchmarks' business, not this test's).
+    runs = [r for r in doc["runs"] if r.get("started")]
+    dates = [timing.parse_date(r["date"]).timestamp() for r in runs]
+    assert all(round(b - a, 3) % 2 == 0 and b > a for a, b in itertools.pairwise(dates)), dates
+    assert all(timing.parse_date(r["started"]).timestamp() >= d - 0.001 for r, d in zip(runs, dates, strict=True)), runs
+    assert len(lines(out)) <= len(doc["runs"]) + 1  # no occurrence ran twice (one may be running)
 
 
 def test_reschedule_reruns_a_finished_task(daemon: Daemon, tmp_path: Path) -> None:
