@@ -37,6 +37,8 @@ SPREAD = float(os.environ.get("AFTER_TEST_CLUSTER_SPREAD", "3"))
 
 pytestmark = [
     pytest.mark.slow,
+    # A fault can hold tasks for leases of 30-40 s each, on a cluster that does ~80 tasks/s here.
+    pytest.mark.timeout(1200),
     pytest.mark.skipif(len(CLUSTER) < 3, reason="AFTER_TEST_COUCHDB_CLUSTER names no CouchDB cluster of 3 nodes (comma-separated admin URLs)"),
 ]
 
