@@ -92,6 +92,7 @@ class Registry:
         self._clock = ""
         #: The candidates last computed per worker name (to log when they change).
         self._seen: dict[str, list[str]] = {}
+        self._candidates: dict[str, list[str]] = {}
 
     # -- what is known -------------------------------------------------------------------------
 
@@ -99,6 +100,7 @@ class Registry:
         """A daemon document read from the database (the changes feed, or :meth:`load`)."""
         if not is_daemon(doc):
             return
+        self._candidates.clear()
         if doc["_id"] == self.me:
             # Our own heartbeat came back through the feed: the feed has caught up to it.
             self._clock = max(self._clock, str(doc.get("beat", "")))
@@ -122,20 +124,29 @@ class Registry:
             return utcnow()
 
     def forget(self, doc_id: str) -> None:
-        self.docs.pop(doc_id, None)
+        if self.docs.pop(doc_id, None) is not None:
+            self._candidates.clear()
 
     def live(self, now: datetime | None = None) -> list[dict[str, Any]]:
         now = now or self.clock()
         return [d for d in self.docs.values() if state_of(d, now) == "live"]
 
     def candidates(self, worker: str, now: datetime | None = None) -> list[str]:
-        """The live daemons that run ``worker`` (always including this one)."""
+        """The live daemons that run ``worker`` (always including this one).
+
+        Asked for every due task of a tick: kept per worker until a daemon document arrives
+        (the only thing that changes the answer, our own beat moving :meth:`clock` included).
+        """
+        if now is None and worker in self._candidates:
+            return self._candidates[worker]
         out = {d["_id"] for d in self.live(now) if runs_worker(d, worker)}
         out.add(self.me)
         found = sorted(out)
         if self._seen.get(worker) != found:
             log.info("worker %s runs on %d daemon(s): %s (as of %s)", worker, len(found), ", ".join(found), timing.fmt(self.clock()))
             self._seen[worker] = found
+        if now is None:
+            self._candidates[worker] = found
         return found
 
     def ticking(self, daemon: str) -> bool:

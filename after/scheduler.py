@@ -212,13 +212,11 @@ class Scheduler:
                 "from most of the cluster; no claims and no lease recoveries until a write is certain again"
             )
 
-    def _judge(self, results: Mapping[str, Any]) -> None:
+    def _judge(self, *, certain: bool, uncertain: bool) -> None:
         """Degraded when a batch had uncertain rows and no certain one (a race gives both)."""
-        certain = any(isinstance(r, dict) for r in results.values())
-        unsure = any(isinstance(r, Uncertain) for r in results.values())
         if certain:
             self.note_quorum(True)
-        elif unsure:
+        elif uncertain:
             self.note_quorum(False)
 
     def preferred(self, doc: Mapping[str, Any]) -> str | None:
@@ -468,10 +466,7 @@ class Scheduler:
                 if self._unsure_claims:
                     claimed += await self._own_lost_claims(lost)
                     self._unsure_claims.difference_update(d["_id"] for _, d in chunk)
-                if claimed:
-                    self.note_quorum(True)
-                elif uncertain:
-                    self.note_quorum(False)
+                self._judge(certain=bool(claimed), uncertain=bool(uncertain))
                 stats["lost"] += len(lost)
                 stats["claims_uncertain"] += len(uncertain)
                 if uncertain:
@@ -564,7 +559,10 @@ class Scheduler:
     async def _write(self, docs: list[dict[str, Any]]) -> dict[str, dict[str, Any] | AfterError]:
         try:
             results = await self.store.write_many(docs)
-            self._judge(results)
+            self._judge(
+                certain=any(isinstance(r, dict) for r in results.values()),
+                uncertain=any(isinstance(r, Uncertain) for r in results.values()),
+            )
             return results
         except StoreUnavailable as exc:
             log.warning("tick: %s; will retry", exc.message)
