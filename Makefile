@@ -7,6 +7,7 @@ endif
 
 VENV      := .venv
 VPY       := $(VENV)/bin/python
+# `$(VPY) -P -m after`: -P keeps the current directory off sys.path (see bin/after).
 STAMP     := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 PYTEST_ARGS ?=
@@ -43,11 +44,11 @@ else
 setup: $(STAMP)
 endif
 ifneq ($(COUCHDB_ADMIN_URL),)
-	$(VPY) -m after setup --admin-url '$(COUCHDB_ADMIN_URL)'
+	$(VPY) -P -m after setup --admin-url '$(COUCHDB_ADMIN_URL)'
 endif
 
 run: setup
-	AFTER_COUCHDB_URL='$(COUCHDB_URL)' $(VPY) -m after serve
+	AFTER_COUCHDB_URL='$(COUCHDB_URL)' $(VPY) -P -m after serve
 
 test: setup browser
 	$(VPY) -m pytest $(PYTEST_ARGS)

@@ -15,9 +15,11 @@ import sys
 import time
 from collections.abc import Callable
 from typing import Any, NoReturn
+from urllib.parse import quote
 
 import aiohttp
 import click
+from yarl import URL
 
 from after import __version__, config
 from after.config import Settings
@@ -31,12 +33,41 @@ def fail(message: str) -> NoReturn:
     sys.exit(1)
 
 
+def segment(value: str) -> str:
+    """``value`` as exactly one URL path segment.
+
+    Task ids and worker names come from the user: ``a/b`` must not become two segments,
+    and ``.``/``..`` must not be resolved as dot-segments (``after task show ../workers``
+    asks for the task named ``../workers``, it does not list workers). ``quote`` leaves
+    dots alone, so a dot-only segment is encoded by hand; the URL is then sent as it is
+    (see :meth:`Api.url`), since yarl would otherwise decode ``%2E`` and drop the segment.
+    """
+    quoted = quote(value, safe="")
+    return quoted.replace(".", "%2E") if quoted in (".", "..") else quoted
+
+
+def _error_line(data: bytes, status: int) -> str:
+    """The daemon's ``message`` (or the body's start, when it is not After's JSON) and the status."""
+    try:
+        parsed = json.loads(data)
+        msg = parsed.get("message") if isinstance(parsed, dict) else None
+    except ValueError:
+        msg = None
+    if not isinstance(msg, str):
+        msg = data.decode(errors="replace").strip()[:200]
+    return f"{msg} (HTTP {status})"
+
+
 class Api:
     """A small synchronous client of the daemon's REST port."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.base = settings.base_url
+
+    def url(self, path: str) -> URL:
+        """The daemon's URL for ``path``, already encoded (its segments made by :func:`segment`)."""
+        return URL(self.base + path, encoded=True)
 
     def _headers(self) -> dict[str, str]:
         token = self.settings.token()
@@ -49,14 +80,10 @@ class Api:
                 kwargs: dict[str, Any] = {"headers": self._headers(), "params": params or {}}
                 if body is not None:
                     kwargs["json"] = body
-                async with session.request(method, self.base + path, **kwargs) as resp:
+                async with session.request(method, self.url(path), **kwargs) as resp:
                     data = await resp.read()
                     if resp.status >= 400:
-                        try:
-                            msg = json.loads(data).get("message")
-                        except ValueError:
-                            msg = data.decode(errors="replace")[:200]
-                        fail(f"{msg} (HTTP {resp.status})")
+                        fail(_error_line(data, resp.status))
                     if raw:
                         return data
                     return json.loads(data) if data else None
@@ -69,9 +96,9 @@ class Api:
     def stream(self, path: str, params: dict[str, str], out: Callable[[bytes], None]) -> None:
         async def go() -> None:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as session:
-                async with session.get(self.base + path, params=params, headers=self._headers()) as resp:
+                async with session.get(self.url(path), params=params, headers=self._headers()) as resp:
                     if resp.status >= 400:
-                        fail(f"{(await resp.json()).get('message')} (HTTP {resp.status})")
+                        fail(_error_line(await resp.read(), resp.status))
                     async for chunk in resp.content.iter_any():
                         out(chunk)
 
@@ -156,8 +183,10 @@ def ensure_daemon(settings: Settings) -> None:
     if settings.config_file:
         env["AFTER_CONFIG"] = settings.config_file
     with open(logfile, "ab") as f:
+        # -P: the daemon inherits our working directory, which may hold a directory named
+        # `after` (the checkout's parent) that `-m after` would import instead of the package.
         proc = subprocess.Popen(
-            [sys.executable, "-m", "after", "serve"], stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+            [sys.executable, "-P", "-m", "after", "serve"], stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
         )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -178,7 +207,7 @@ def start(ctx: click.Context, name: str, jobs: tuple[str, ...], concurrency: int
     """Start the named worker NAME (and the daemon, if none runs)."""
     settings = load_settings(ctx)
     ensure_daemon(settings)
-    info = Api(settings).request("POST", f"/workers/{name}", body={"concurrency": concurrency, "jobs": list(jobs)})
+    info = Api(settings).request("POST", f"/workers/{segment(name)}", body={"concurrency": concurrency, "jobs": list(jobs)})
     click.echo(f"worker {name} started (pid {info.get('pid')})")
 
 
@@ -189,7 +218,7 @@ def start(ctx: click.Context, name: str, jobs: tuple[str, ...], concurrency: int
 def stop(ctx: click.Context, name: str, timeout: float | None) -> None:
     """Stop the named worker NAME gracefully."""
     params = {"timeout": str(timeout)} if timeout is not None else None
-    Api(load_settings(ctx)).request("DELETE", f"/workers/{name}", params=params)
+    Api(load_settings(ctx)).request("DELETE", f"/workers/{segment(name)}", params=params)
     click.echo(f"worker {name} stopped")
 
 
@@ -207,9 +236,9 @@ def log_cmd(ctx: click.Context, name: str, follow: bool, lines: int) -> None:
         sys.stdout.buffer.flush()
 
     if follow:
-        api.stream(f"/workers/{name}/log", {"lines": str(lines), "follow": "1"}, write)
+        api.stream(f"/workers/{segment(name)}/log", {"lines": str(lines), "follow": "1"}, write)
     else:
-        write(api.request("GET", f"/workers/{name}/log", params={"lines": str(lines)}, raw=True))
+        write(api.request("GET", f"/workers/{segment(name)}/log", params={"lines": str(lines)}, raw=True))
 
 
 @main.command(name="list")
@@ -252,7 +281,7 @@ def daemons(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def clean(ctx: click.Context, name: str) -> None:
     """Empty the log of worker NAME."""
-    Api(load_settings(ctx)).request("DELETE", f"/workers/{name}/log")
+    Api(load_settings(ctx)).request("DELETE", f"/workers/{segment(name)}/log")
     click.echo(f"log of {name} cleaned")
 
 

@@ -12,12 +12,11 @@ import json
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
-from urllib.parse import quote
 
 import click
 
 from after import model
-from after.cli import Api, fail, load_settings, out_json
+from after.cli import Api, fail, load_settings, out_json, segment
 
 
 def _api(ctx: click.Context) -> Api:
@@ -25,7 +24,7 @@ def _api(ctx: click.Context) -> Api:
 
 
 def _path(task_id: str) -> str:
-    return "/tasks/" + quote(task_id, safe="")
+    return "/tasks/" + segment(task_id)
 
 
 def _line(t: dict[str, Any]) -> str:

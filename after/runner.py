@@ -460,6 +460,7 @@ class Runner:
         try:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
+                "-P",  # no cwd on sys.path: a directory named `after` there would shadow the package
                 "-m",
                 "after.jobproc",
                 stdin=asyncio.subprocess.PIPE,

@@ -266,7 +266,7 @@ class Supervisor:
         env = dict(os.environ)
         env["AFTER_WORKER_SETTINGS"] = json.dumps(self.worker_settings)
         env.setdefault("PYTHONUNBUFFERED", "1")
-        argv = [sys.executable, "-m", "after.worker", "--name", wp.name, "--fd", str(child.fileno()), "--concurrency", str(wp.concurrency)]
+        argv = [sys.executable, "-P", "-m", "after.worker", "--name", wp.name, "--fd", str(child.fileno()), "--concurrency", str(wp.concurrency)]
         for module in wp.jobs:
             argv += ["--jobs", module]
         try:
