@@ -295,6 +295,66 @@ def token(ctx: click.Context) -> None:
     click.echo(value)
 
 
+def couchdb_account(settings: Settings) -> dict[str, Any]:
+    """Where and as whom a program writes tasks straight into CouchDB.
+
+    The embedded server's port changes at every start: it is read from ``couchdb.json``,
+    which the daemon writes when it starts the server (so it must be running). The account
+    is the client one (role ``after_client``), never the daemon's: the worker role may
+    write claims, which would let a direct writer bypass the protocol.
+    """
+    from after import embedded
+    from after.store import split_credentials
+
+    if settings.embedded:
+        port = embedded.running_port(settings.state_path)
+        if port is None:
+            fail(f"no embedded CouchDB runs on state directory {settings.state_path}: start the daemon (`after serve` or `after start NAME`)")
+        password = embedded.read_secret(settings.state_path / "secrets" / "couchdb-client")
+        if password is None:
+            fail(f"no client account yet in {settings.state_path / 'secrets'}: restart the daemon to create it")
+        url, user = f"http://127.0.0.1:{port}", embedded.CLIENT
+    else:
+        url, _, _ = split_credentials(settings.couchdb_url)  # the daemon's own credentials stay out
+        user, password = settings.couchdb_client_user, settings.couchdb_client_password or None
+    db_url = f"{url}/{quote(settings.couchdb_database, safe='')}"
+    with_credentials = None
+    if user and password:
+        scheme, rest = db_url.split("://", 1)
+        with_credentials = f"{scheme}://{quote(user, safe='')}:{quote(password, safe='')}@{rest}"
+    return {
+        "url": url,
+        "database": settings.couchdb_database,
+        "database_url": db_url,
+        "embedded": settings.embedded,
+        "user": user or None,
+        "password": password,
+        "url_with_credentials": with_credentials,
+    }
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@click.option("--url-with-credentials", "with_credentials", is_flag=True, help="Print only the database URL with the client's credentials in it (for curl).")
+@click.pass_context
+def couchdb(ctx: click.Context, as_json: bool, with_credentials: bool) -> None:
+    """Print the CouchDB URL, database and client account, for writing tasks straight into CouchDB."""
+    info = couchdb_account(load_settings(ctx))
+    if with_credentials:
+        if not info["url_with_credentials"]:
+            fail("no client account configured: set couchdb.client_password (and create it with `after setup --client-password`)")
+        click.echo(info["url_with_credentials"])
+        return
+    if as_json:
+        out_json(info)
+        return
+    missing = "(not configured: couchdb.client_user / couchdb.client_password)"
+    click.echo(f"url       {info['url']}")
+    click.echo(f"database  {info['database']}")
+    click.echo(f"user      {info['user'] or missing}")
+    click.echo(f"password  {info['password'] or missing}")
+
+
 @main.command()
 @click.pass_context
 def shutdown(ctx: click.Context) -> None:
@@ -320,26 +380,38 @@ def shutdown(ctx: click.Context) -> None:
 @click.option("--admin-url", required=True, envvar="AFTER_COUCHDB_ADMIN_URL", help="CouchDB URL with server-admin credentials.")
 @click.option("--user", default="after", show_default=True, help="CouchDB user the daemon and workers use.")
 @click.option("--password", default="after", show_default=True, envvar="AFTER_COUCHDB_PASSWORD", help="Its password.")
+@click.option("--client-user", default=None, help="Client account (role after_client) to create too (default couchdb.client_user).")
+@click.option(
+    "--client-password",
+    default=None,
+    envvar="AFTER_COUCHDB_CLIENT_PASSWORD",
+    help="Its password; without one no client account is made (default couchdb.client_password).",
+)
 @click.pass_context
-def setup(ctx: click.Context, admin_url: str, user: str, password: str) -> None:
-    """Prepare a CouchDB 3.x server: _users/_replicator, the user, the database, its design documents."""
+def setup(ctx: click.Context, admin_url: str, user: str, password: str, client_user: str | None, client_password: str | None) -> None:
+    """Prepare a CouchDB 3.x server: _users/_replicator, the users, the database, its design documents."""
     from after import model
-    from after.store import Store
+    from after.store import CLIENT_ROLE, Store
 
     settings = load_settings(ctx)
+    client_user = client_user or settings.couchdb_client_user
+    client_password = client_password or settings.couchdb_client_password
 
     async def go() -> None:
         async with Store(admin_url, settings.couchdb_database) as admin:
             for system_db in ("_users", "_replicator"):
                 await admin.ensure_system_db(system_db)
             await admin.ensure_user(user, password, [model.WORKER_ROLE])
+            if client_password:
+                await admin.ensure_user(client_user, client_password, [CLIENT_ROLE])
             await admin.setup(create=True)
 
     try:
         asyncio.run(go())
     except AfterError as exc:
         fail(exc.message)
-    click.echo(f"database {settings.couchdb_database!r} and user {user!r} ready")
+    users = f"users {user!r} and {client_user!r}" if client_password else f"user {user!r}"
+    click.echo(f"database {settings.couchdb_database!r} and {users} ready")
 
 
 from after.cli_tasks import task  # noqa: E402 - registers the `after task` group

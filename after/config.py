@@ -48,6 +48,10 @@ class Settings:
     couchdb_user: str = ""
     couchdb_password: str = ""
     couchdb_database: str = "after"
+    # The account programs writing tasks straight into CouchDB use (role after_client);
+    # only shown by `after couchdb`. The embedded server has its own (after_client).
+    couchdb_client_user: str = "after_client"
+    couchdb_client_password: str = ""
     couchdb_embedded_server: str = ""
     # [state]
     state_dir: str = ""
@@ -120,6 +124,7 @@ class Settings:
         out = dataclasses.asdict(self)
         out["server_api_token"] = "***" if self.server_api_token else ""
         out["couchdb_password"] = "***" if self.couchdb_password else ""
+        out["couchdb_client_password"] = "***" if self.couchdb_client_password else ""
         out["couchdb_url"] = redact_url(self.couchdb_url)
         return out
 

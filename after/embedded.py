@@ -6,8 +6,12 @@ left running by a daemon that was killed is recognised from ``<state>/couchdb.js
 (pid and command line) and stopped before a new one starts: two servers cannot share
 one LevelDB directory, so it is never "fought over".
 
-Credentials: an admin (for setup only) and the ``after`` user with the worker role, both
-with generated passwords kept in 0600 files under the state directory.
+Credentials, with generated passwords kept in 0600 files under ``<state>/secrets/``:
+an admin (``couchdb-admin``, for setup only), the ``after`` user with the worker role
+(``couchdb-after``, the daemon's and workers'), and the ``after_client`` user with the
+client role (``couchdb-client``) for programs that write tasks straight into the
+database; ``after couchdb`` prints its URL and credentials. The port is chosen anew at
+every start and recorded in ``<state>/couchdb.json``.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ log = logging.getLogger("after.embedded")
 
 ADMIN = "admin"
 USER = "after"
+#: The client account: may write tasks and a client's intents, never a worker's statuses.
+CLIENT = "after_client"
 
 
 def free_port() -> int:
@@ -39,6 +45,29 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def read_secret(path: Path) -> str | None:
+    """A secret :func:`secret_file` made, or None when there is none yet (never creates one)."""
+    try:
+        return path.read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def running_port(state: Path) -> int | None:
+    """The port of the embedded server running on ``state``, from ``couchdb.json``.
+
+    None when no server runs there: the file is missing (never started, or stopped
+    cleanly), unreadable, or names a process that is no longer a pouchdb-server (its
+    daemon was killed and the server went with it, or the pid was reused).
+    """
+    try:
+        info = json.loads((state / "couchdb.json").read_text())
+        pid, port = int(info["pid"]), int(info["port"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return port if "pouchdb-server" in _cmdline(pid) else None
 
 
 def secret_file(path: Path) -> str:
@@ -81,6 +110,7 @@ class EmbeddedCouch:
         self.logfile = state / "logs" / "couchdb.log"
         self.admin_password = secret_file(state / "secrets" / "couchdb-admin")
         self.user_password = secret_file(state / "secrets" / "couchdb-after")
+        self.client_password = secret_file(state / "secrets" / "couchdb-client")
         self._secret = secret_file(state / "secrets" / "couchdb-cookie-secret")
         self.proc: subprocess.Popen[bytes] | None = None
         self.restarts = 0
@@ -143,7 +173,15 @@ class EmbeddedCouch:
             )
         finally:
             logf.close()
-        self.pidfile.write_text(json.dumps({"pid": self.proc.pid, "port": self.port, "daemon": os.getpid()}))
+        self._write_pidfile({"pid": self.proc.pid, "port": self.port, "url": self.url, "daemon": os.getpid()})
+
+    def _write_pidfile(self, info: dict[str, object]) -> None:
+        """Write ``couchdb.json`` whole or not at all: `after couchdb` reads the port from it."""
+        tmp = self.pidfile.with_name(self.pidfile.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(info, f)
+        os.replace(tmp, self.pidfile)
 
     async def _wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -164,7 +202,21 @@ class EmbeddedCouch:
         self.stop_stale()
         self._spawn()
         await self._wait_ready()
+        await self.ensure_accounts()
         log.info("embedded CouchDB (pid %d) on %s, data in %s", self.proc.pid if self.proc else 0, self.url, self.data)
+
+    async def ensure_accounts(self) -> None:
+        """Create (or re-password) the worker and client users from the secrets files.
+
+        Done at every start, so a state directory made before the client account existed
+        gets it, and a secrets file replaced by hand takes effect.
+        """
+        from after import model
+        from after.store import CLIENT_ROLE, Store
+
+        async with Store(self.url, "_users", user=ADMIN, password=self.admin_password) as admin:
+            await admin.ensure_user(USER, self.user_password, [model.WORKER_ROLE])
+            await admin.ensure_user(CLIENT, self.client_password, [CLIENT_ROLE])
 
     async def supervise(self) -> None:
         """Restart the server whenever it exits (until :meth:`stop`). Run as a task."""

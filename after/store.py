@@ -47,6 +47,12 @@ from after.errors import AfterError, Conflict, Forbidden, InvalidInput, NotFound
 
 log = logging.getLogger("after.store")
 
+#: The CouchDB role of programs that write tasks straight into the database. A member of
+#: the database (``_security``), but not the worker role: ``validate_doc_update`` refuses
+#: it the statuses only the scheduler and workers write (``schedule``, ``scheduled``,
+#: ``canceled``), so a direct writer can state intents but never claim or run a task.
+CLIENT_ROLE = "after_client"
+
 #: Fields a read with ``conflicts=true`` adds; never written back.
 _READ_ONLY = frozenset({"_conflicts", "_deleted_conflicts"})
 
@@ -242,7 +248,7 @@ class Store:
     async def _ensure_security(self) -> None:
         wanted = {
             "admins": {"names": [], "roles": [model.WORKER_ROLE]},
-            "members": {"names": [], "roles": [model.WORKER_ROLE, "after_client"]},
+            "members": {"names": [], "roles": [model.WORKER_ROLE, CLIENT_ROLE]},
         }
         with self._call("setup", f"{self.name}/_security"):
             current = await self.db._get_security()
