@@ -83,6 +83,12 @@ class UI:
         self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
         self.urls: list[str] = []
         self.page.on("request", self._record)
+        #: The console's errors, failed requests included ("Failed to load resource: ... 400").
+        self.console_errors: list[str] = []
+        self.page.on("console", lambda msg: self.console_errors.append(msg.text) if msg.type == "error" else None)
+        #: (method, path) of every request to the daemon's API (not the page's own files).
+        self.calls: list[tuple[str, str]] = []
+        self.page.on("request", lambda r: self.calls.append((r.method, r.url.removeprefix(self.daemon.base))) if r.resource_type == "fetch" else None)
 
     def _record(self, request: Request) -> None:
         self.urls.append(request.url)
@@ -155,10 +161,17 @@ def test_sign_in_keeps_the_token_for_the_session_only(ui: UI, daemon: Daemon, br
     page.keyboard.press("Enter")
     expect(page.locator("#login-error")).to_contain_text("wrong credentials")
     expect(page.locator("#app")).to_be_hidden()
+    ui.console_errors.clear()
+    ui.calls.clear()
     page.locator("#token-input").fill(daemon.token)
     page.locator("#token-submit").click()
     expect(page.locator("#view")).to_have_attribute("data-view", "overview")
     ui.live()
+    # The token is checked with a read that answers 200 (GET /): no write, and no failed
+    # request in the console for the right token.
+    assert ui.calls[0] == ("GET", "/"), ui.calls
+    assert not [c for c in ui.calls if c[0] != "GET"], ui.calls
+    assert not ui.console_errors, ui.console_errors
     assert page.evaluate("sessionStorage.getItem('after.token')") == daemon.token
     assert page.evaluate("localStorage.length") == 0
     assert daemon.token not in page.url
@@ -332,11 +345,13 @@ def test_workers_view_log_tail_and_stop_from_the_ui(ui: UI, daemon: Daemon) -> N
     mailer.locator("[data-testid=worker-start-again]").click()
     expect(mailer).to_have_attribute("data-running", "true", timeout=20_000)
     assert daemon.api("GET", "/workers/mailer")[1]["concurrency"] == 2
-    # ...and a new one from the form, with the keyboard.
+    # ...and a new one from the form, with the keyboard, at the CLI's and API's default concurrency.
+    expect(page.locator("#worker-concurrency")).to_have_value("4")
     page.locator("#worker-name").fill("billing")
     page.locator("#worker-jobs").fill("testjobs")
     page.keyboard.press("Enter")
     expect(page.locator('tr[data-testid=worker-row][data-worker="billing"]')).to_have_attribute("data-running", "true", timeout=20_000)
+    assert daemon.api("GET", "/workers/billing")[1]["concurrency"] == 4
 
 
 #: The next few seconds and the next day of three workers (and one that is not running).

@@ -14,6 +14,8 @@
   const FILTERS = ['status', 'worker', 'job', 'from', 'to'];
   const LIMITS = ['25', '50', '100', '200'];
   const TOKEN_KEY = 'after.token';
+  /** Tasks a new worker runs at once: the default of `after start` and POST /workers/{name}. */
+  const DEFAULT_CONCURRENCY = 4;
   const MAX_TOASTS = 3;
   const LOG_POLL_MS = 2000, WORKERS_POLL_MS = 3000, OVERVIEW_POLL_MS = 10000;
   const SVGNS = 'http://www.w3.org/2000/svg';
@@ -344,13 +346,13 @@
     setToken(token);
     const btn = $('#token-submit');
     btn.disabled = true;
-    // Reads are open unless server.protect_reads is set, so a read cannot tell a wrong token
-    // from a right one. A write can: POST /tasks with an empty list is refused with 401 for a
-    // wrong token, and with 400 (an empty list creates nothing) for the right one. Nothing is stored.
-    const err = await api('POST', '/tasks', []).then(() => null, (e) => e);
+    // GET / with the token: 200 for the right one, 401 for a wrong one (open reads still
+    // refuse a wrong token they are sent). A read, so nothing is written; and a 2xx for the
+    // right token, so the browser's console logs no failed request at each sign-in.
+    const err = await api('GET', '/').then(() => null, (e) => e);
     btn.disabled = false;
     if (err && err.status === 401) return; // needLogin() put the message on the form
-    if (err && err.status !== 400) flash('Could not check the token: ' + err.message, 'error');
+    if (err) flash('Could not check the token: ' + err.message, 'error');
     startApp();
   }
 
@@ -677,7 +679,8 @@
     const rows = new Map();
     let logName = null, logTimer = null, busy = false, logBusy = false;
     const nameIn = h('input', tid('worker-name', { required: true, autocomplete: 'off', spellcheck: 'false', pattern: '[A-Za-z0-9][A-Za-z0-9_.@\\-]{0,63}' }));
-    const concIn = h('input', tid('worker-concurrency', { type: 'number', min: '1', step: '1', value: '1', required: true }));
+    // Default 4, as `after start` and POST /workers/{name} have it.
+    const concIn = h('input', tid('worker-concurrency', { type: 'number', min: '1', step: '1', value: String(DEFAULT_CONCURRENCY), required: true }));
     const jobsIn = h('input', tid('worker-jobs', { autocomplete: 'off', spellcheck: 'false', placeholder: 'package.jobs' }));
     const startBtn = h('button', tid('worker-start', { type: 'submit' }), 'Start worker');
     const tbody = h('tbody', { id: 'workers-body' });
@@ -825,7 +828,7 @@
     async function onStartAgain(tr) {
       const w = tr._last || {}, name = tr.dataset.worker;
       tr._startBtn.disabled = true;
-      await api('POST', '/workers/' + enc(name), { concurrency: w.concurrency || 1, jobs: w.jobs_modules || [] })
+      await api('POST', '/workers/' + enc(name), { concurrency: w.concurrency || DEFAULT_CONCURRENCY, jobs: w.jobs_modules || [] })
         .then(() => flash('Started ' + name, 'ok'), showError);
       tr._startBtn.disabled = false;
       if (ctx.alive()) refresh();
@@ -837,7 +840,7 @@
       nameIn.removeAttribute('aria-invalid');
       if (!name || !nameIn.checkValidity()) { nameIn.setAttribute('aria-invalid', 'true'); nameIn.reportValidity(); return; }
       startBtn.disabled = true;
-      await api('POST', '/workers/' + enc(name), { concurrency: Number(concIn.value) || 1, jobs: jobsIn.value.trim() || null })
+      await api('POST', '/workers/' + enc(name), { concurrency: Number(concIn.value) || DEFAULT_CONCURRENCY, jobs: jobsIn.value.trim() || null })
         .then(() => { flash('Started ' + name, 'ok'); nameIn.value = ''; }, showError);
       startBtn.disabled = false;
       if (ctx.alive()) refresh();
