@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import quote
 
@@ -162,9 +163,10 @@ def serve(ctx: click.Context, verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     try:
-        run(settings)
+        code = run(settings)
     except AfterError as exc:
         fail(exc.message)
+    sys.exit(code)  # non-zero: a shutdown step failed (logged)
 
 
 def ensure_daemon(settings: Settings) -> None:
@@ -358,22 +360,80 @@ def couchdb(ctx: click.Context, as_json: bool, with_credentials: bool) -> None:
 @main.command()
 @click.pass_context
 def shutdown(ctx: click.Context) -> None:
-    """Stop the daemon of this state directory (as SIGTERM would)."""
+    """Stop the daemon of this state directory (as SIGTERM would); wait and say how it ended.
+
+    Exits 0 only when the daemon exited after a clean shutdown (workers stopped and kept
+    for its return, embedded CouchDB stopped); otherwise says what happened, exits 1.
+    """
+    from after.daemon import EXIT_FILE
+
     settings = load_settings(ctx)
+    state = settings.state_path
+    pid = _daemon_pid(state)
+    if pid is None:
+        fail(f"no daemon runs on state directory {state}")
+    if not _process_alive(pid):
+        fail(f"no daemon runs on state directory {state} (daemon {pid} is gone; it did not shut down cleanly)")
     try:
-        info = json.loads((settings.state_path / "daemon.json").read_text())
-        pid = int(info["pid"])
         os.kill(pid, signal.SIGTERM)
-    except (OSError, ValueError, KeyError):
-        fail(f"no daemon runs on state directory {settings.state_path}")
-    for _ in range(600):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            click.echo("daemon stopped")
-            return
+    except ProcessLookupError:
+        fail(f"no daemon runs on state directory {state} (daemon {pid} is gone)")
+    # Running jobs get workers.shutdown_timeout, then each worker's stop its margin.
+    limit = settings.workers_shutdown_timeout + 90
+    deadline = time.monotonic() + limit
+    while _process_alive(pid):
+        if time.monotonic() > deadline:
+            fail(f"daemon {pid} did not stop within {limit:.0f} s")
         time.sleep(0.1)
-    fail(f"daemon {pid} did not stop within 60 s")
+    try:
+        ended = json.loads((state / EXIT_FILE).read_text())
+    except (OSError, ValueError):
+        ended = {}
+    if not isinstance(ended, dict) or ended.get("pid") != pid:
+        fail(f"daemon {pid} exited without finishing its shutdown (it crashed?); see its log")
+    if not ended.get("clean"):
+        failures = ended.get("failures") or ["unknown"]
+        fail(f"daemon {pid} stopped, but {len(failures)} shutdown step(s) failed: {'; '.join(map(str, failures))}")
+    click.echo("daemon stopped")
+
+
+def _daemon_pid(state: Path) -> int | None:
+    """The pid of the daemon of ``state``: from daemon.json (written once it is up), else
+    from its lock file while the lock is held (a daemon still starting)."""
+    import fcntl
+
+    try:
+        return int(json.loads((state / "daemon.json").read_text())["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    try:
+        with open(state / "daemon.lock") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return int(f.read().strip())
+            return None  # nobody holds it: no daemon (our lock goes with the file's close)
+    except (OSError, ValueError):
+        return None
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs; a zombie (exited, not reaped: a daemon started by
+    `after start` is reaped by init, which in some containers never does) does not."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+        return stat[stat.rfind(b")") + 2 :].split()[0] != b"Z"
+    except FileNotFoundError:
+        return False
+    except (OSError, IndexError):
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @main.command()

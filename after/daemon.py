@@ -8,7 +8,9 @@ bring back the workers that were running.
 Shutdown (SIGTERM, SIGINT, ``systemctl stop``): stop claiming; stop workers gracefully
 (running jobs get ``workers.shutdown_timeout`` seconds, then are interrupted and follow
 their retry policy); close HTTP; stop the embedded CouchDB. Signal handlers only set an
-event; the main coroutine does the work.
+event; the main coroutine does the work. No step's failure stops the others (whatever
+tasks are held): each is logged, the exit status is 1 when one failed, and how the
+daemon ended is recorded in ``<state>/daemon-exit.json`` for ``after shutdown``.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from aiohttp import web
 
@@ -39,6 +42,11 @@ from after.store import Store
 from after.supervisor import Supervisor
 
 log = logging.getLogger("after.daemon")
+
+#: How the last daemon of a state directory ended (see :meth:`Daemon._write_exit`).
+EXIT_FILE = "daemon-exit.json"
+
+T = TypeVar("T")
 
 
 def is_loopback(host: str) -> bool:
@@ -105,6 +113,8 @@ class Daemon:
         self.embedded: EmbeddedCouch | None = None
         self.stop_event = asyncio.Event()
         self.lock = StateLock(settings.state_path)
+        #: The shutdown steps that failed (logged); a daemon with any exits non-zero.
+        self.failures: list[str] = []
 
     async def run(self, *, ready: asyncio.Event | None = None) -> None:
         s = self.settings
@@ -176,27 +186,63 @@ class Daemon:
                 ready.set()
             await self.stop_event.wait()
             log.info("shutting down: no new claims; stopping workers (up to %gs for running jobs)", s.workers_shutdown_timeout)
+        except Exception as exc:
+            self.failures.append(f"running: {exc!r}")
+            raise
         finally:
+            # Every step is attempted whatever the others did: one that fails is logged and
+            # counted (the exit status says so), never the end of the shutdown. Above all
+            # the embedded server is stopped, and workers.json keeps every worker.
             if scheduler is not None:
-                await scheduler.stop()
+                await self._step("stopping the scheduler", scheduler.stop())
             if supervisor is not None:
-                await supervisor.stop_all()
+                for failure in await self._step("stopping the workers", supervisor.stop_all()) or []:
+                    self.failures.append(failure)
             if registry is not None:
-                await registry.stop()
+                await self._step("stopping the heartbeat", registry.stop())
             if runner is not None:
-                await runner.cleanup()
+                await self._step("closing HTTP", runner.cleanup())
             if store is not None:
-                await store.close()
+                await self._step("closing the store", store.close())
             for t in bg:
                 t.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
             if self.embedded is not None:
-                self.embedded.stop()
-            with contextlib.suppress(FileNotFoundError):
+                await self._step("stopping the embedded CouchDB", asyncio.to_thread(self.embedded.stop))
+            with contextlib.suppress(OSError):
                 (s.state_path / "daemon.json").unlink()
+            self._write_exit()
             self.lock.release()
-            log.info("stopped")
+            if self.failures:
+                log.error("stopped, with %d failed step(s): %s", len(self.failures), "; ".join(self.failures))
+            else:
+                log.info("stopped")
+
+    async def _step(self, what: str, step: Awaitable[T]) -> T | None:
+        """Run one shutdown step; a failure is logged and recorded in ``failures``, not raised."""
+        try:
+            return await step
+        except Exception as exc:
+            log.exception("shutdown: %s failed", what)
+            self.failures.append(f"{what}: {exc!r}")
+            return None
+
+    def _write_exit(self) -> None:
+        """Record how this daemon ended in ``<state>/daemon-exit.json`` for ``after shutdown``.
+
+        ``after shutdown`` is not the daemon's parent and cannot read its exit status:
+        it reads this (written last, atomically), and a daemon that exited without
+        writing it crashed.
+        """
+        path = self.settings.state_path / EXIT_FILE
+        data = {"pid": os.getpid(), "clean": not self.failures, "failures": self.failures, "time": time.time()}
+        try:
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(data))
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.error("cannot write %s: %s", path, exc)
 
     def _write_pidfile(self) -> None:
         path = self.settings.state_path / "daemon.json"
@@ -206,14 +252,19 @@ class Daemon:
         self.stop_event.set()
 
 
-def serve(settings: Settings) -> None:
-    """Run the daemon in the foreground until SIGTERM or SIGINT."""
+def serve(settings: Settings) -> int:
+    """Run the daemon in the foreground until SIGTERM or SIGINT; the exit status.
 
-    async def main() -> None:
+    0 when every shutdown step succeeded, 1 when one failed (each is logged, and
+    recorded for ``after shutdown`` in ``<state>/daemon-exit.json``).
+    """
+
+    async def main() -> int:
         daemon = Daemon(settings)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, daemon.stop)
         await daemon.run()
+        return 1 if daemon.failures else 0
 
-    asyncio.run(main())
+    return asyncio.run(main())

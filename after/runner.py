@@ -35,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from after import model, quorum, timing
+from after import model, procgroup, quorum, timing
 from after.bulkwriter import BulkWriter
 from after.config import Settings
 from after.errors import AfterError, Conflict, NotFound, Uncertain
@@ -224,6 +224,9 @@ class Runner:
                 ctx = self._prepare(accepted)
                 await self._sleep_until(due)
                 async with self._sem:
+                    # One line per start and end in the worker's log; the start's is written
+                    # once the job has started (call_soon), not before it.
+                    asyncio.get_running_loop().call_soon(log.info, "task %s: job %s started", task_id, _job_name(current))
                     ran = await self._run(ctx)
             else:
                 async with self._sem:
@@ -231,6 +234,7 @@ class Runner:
                     if accepted is None:
                         return
                     current = accepted
+                    asyncio.get_running_loop().call_soon(log.info, "task %s: job %s started", task_id, _job_name(current))
                     ran = await self._run(self._prepare(accepted))
             # The slot is free again (it bounds running jobs, not writes): write the outcome.
             if ran is not None:
@@ -238,6 +242,10 @@ class Runner:
                 base, final = ran
                 await self._write_final(base, final)
                 self._finished(base, final["status"])
+                with contextlib.suppress(AfterError):  # a log line never costs the task
+                    took = (timing.parse_date(final.get("finished")) - timing.parse_date(base.get("started"))).total_seconds()
+                    why = (final.get("error") or {}).get("reason")
+                    log.info("task %s: job %s ended %s%s in %.3fs", task_id, _job_name(base), final["status"], f" ({why})" if why else "", took)
         except asyncio.CancelledError:
             # Cancelled before it started (waiting for its time or a slot): acknowledge.
             if task_id in self._cancel_asked:
@@ -466,13 +474,14 @@ class Runner:
                 stdin=asyncio.subprocess.PIPE,
                 pass_fds=(wfd,),
                 env={**os.environ, "AFTER_JOBPROC_FD": str(wfd)},
-                start_new_session=True,
+                **procgroup.spawn_options(),  # its own group, killed with the worker
             )
         except BaseException:
             os.close(rfd)
             raise
         finally:
             os.close(wfd)
+        procgroup.started(ctx.id, proc.pid)
         reader = asyncio.StreamReader(limit=64 * 1024 * 1024)
         transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(rfd, "rb"))
         final: dict[str, Any] | None = None
@@ -499,6 +508,7 @@ class Runner:
             raise
         finally:
             transport.close()
+            procgroup.ended(ctx.id, proc.pid)
         if final is None:
             how = f"exited with {code}" if code >= 0 else f"was killed by {signal.Signals(-code).name}"
             raise JobCrashed(f"the job's process {how} before it answered")

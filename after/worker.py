@@ -9,7 +9,13 @@ daemon -> worker: ``{"op": "run", "task": {...}}`` (a claimed task),
 worker -> daemon: ``{"op": "hello", "pid", "jobs"}``,
 ``{"op": "started", "id", "job", "lag"}`` (how many seconds after its due time the job
 started; sent when the job ends, to keep the start itself lean),
-``{"op": "finished", "id", "status", "job"}``.
+``{"op": "finished", "id", "status", "job"}``, ``{"op": "job_group", "id", "pgid",
+"running"}`` (a job started or ended a process group: the daemon kills the groups
+still running when this process dies, see :mod:`after.procgroup`), ``{"op": "dropped",
+"id"}`` (a task this worker could not take: not running here).
+
+A message that cannot be handled is logged with its task id and costs only that task:
+the loop goes on with the next one.
 
 The worker writes task statuses into CouchDB itself (:class:`after.runner.Runner`);
 the channel only carries work and acknowledgements. Its settings, CouchDB credentials
@@ -33,7 +39,7 @@ import socket
 import sys
 from typing import Any
 
-from after import jobs
+from after import jobs, procgroup
 from after.config import Settings
 from after.errors import ConfigError
 from after.runner import Runner
@@ -67,6 +73,8 @@ async def serve(name: str, fd: int, modules: list[str], concurrency: int) -> int
         writer.write(json.dumps(msg).encode() + b"\n")
 
     runner = Runner(store, name=name, registry=registry, settings=settings, concurrency=concurrency, notify=send, modules=modules)
+    # Every job process group, so that the daemon kills them if this process dies.
+    procgroup.set_listener(lambda event, task_id, pgid: send({"op": "job_group", "id": task_id, "pgid": pgid, "running": event == "start"}))
     send({"op": "hello", "pid": os.getpid(), "jobs": sorted(registry), "concurrency": concurrency})
     log.info("worker %s started (pid %d), jobs: %s", name, os.getpid(), ", ".join(sorted(registry)))
 
@@ -78,7 +86,6 @@ async def serve(name: str, fd: int, modules: list[str], concurrency: int) -> int
     loop.add_signal_handler(signal.SIGINT, lambda: None)
 
     async def read() -> None:
-        nonlocal stop_timeout
         while True:
             line = await reader.readline()
             if not line:
@@ -89,18 +96,40 @@ async def serve(name: str, fd: int, modules: list[str], concurrency: int) -> int
             except ValueError:
                 log.error("bad message from the daemon: %r", line[:200])
                 continue
-            op = msg.get("op")
-            if op == "run":
-                runner.submit(msg["task"])
-            elif op == "cancel":
-                runner.cancel(msg["id"])
-            elif op == "stop":
-                stop_timeout = float(msg.get("timeout", stop_timeout))
-                return
+            try:
+                if handle(msg):
+                    return
+            except Exception:
+                # One bad message costs its own task, never the worker and its other tasks.
+                task_id = _task_id(msg)
+                log.exception("task %s: cannot handle message %r from the daemon", task_id, line[:200])
+                if isinstance(msg, dict) and msg.get("op") == "run" and task_id is not None and task_id not in runner.running:
+                    # Never started: the daemon must stop counting it as running here, or it
+                    # would never be recovered (its lease ends, and the scheduler takes it back).
+                    send({"op": "dropped", "id": task_id})
+
+    def handle(msg: Any) -> bool:
+        """Act on one message from the daemon; True when it says stop."""
+        nonlocal stop_timeout
+        op = msg.get("op")
+        if op == "run":
+            runner.submit(msg["task"])
+        elif op == "cancel":
+            runner.cancel(msg["id"])
+        elif op == "stop":
+            stop_timeout = float(msg.get("timeout", stop_timeout))
+            return True
+        return False
 
     reading = asyncio.create_task(read())
     waiting = asyncio.create_task(stopping.wait())
     await asyncio.wait({reading, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    failed = reading.exception() if reading.done() and not reading.cancelled() else None
+    if failed is not None:
+        log.error("reading the channel to the daemon failed: %r; finishing running jobs and exiting", failed)
+    if waiting.done() or failed is not None:
+        # Not asked by the daemon: it must stop sending work here at once (and restart us).
+        send({"op": "stopping", "reason": "SIGTERM" if waiting.done() else "reading its channel failed"})
     reading.cancel()
     waiting.cancel()
     log.info("worker %s stopping: %d running job(s), waiting up to %gs", name, len(runner.running), stop_timeout)
@@ -109,6 +138,15 @@ async def serve(name: str, fd: int, modules: list[str], concurrency: int) -> int
     writer.close()
     log.info("worker %s stopped", name)
     return 0
+
+
+def _task_id(msg: Any) -> str | None:
+    """The task a daemon message is about, for the log; None if it names none."""
+    if not isinstance(msg, dict):
+        return None
+    task = msg.get("task")
+    task_id = task.get("_id") if isinstance(task, dict) else msg.get("id")
+    return task_id if isinstance(task_id, str) else None
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -65,6 +65,21 @@ def test_kill_9_worker_mid_job_restarts_it_and_settles_the_task(daemon: Daemon, 
     task_id = daemon.create(body)["id"]
     daemon.wait_status(task_id, "scheduled", timeout=10)
     os.kill(first["pid"], signal.SIGKILL)
+    # Never listed running with the dead pid once it is gone (reaped by the supervisor);
+    # and /health answers 503 while it is down: checked whenever a /health call falls
+    # between two listings that say it is not running (tests/test_worker_death.py holds
+    # a restarted worker down to check this for certain).
+    wait_until(lambda: not Path(f"/proc/{first['pid']}").exists(), 10, "the worker's process to be reaped")
+    wait_until(lambda: worker_info(daemon, "w")["pid"] != first["pid"] or not worker_info(daemon, "w")["running"], 5, "w listed as not running")
+    down = not worker_info(daemon, "w")["running"]
+    deadline = time.monotonic() + 30
+    while down and time.monotonic() < deadline:
+        status, _ = daemon.api("GET", "/health")
+        info = worker_info(daemon, "w")
+        assert not (info["running"] and info["pid"] == first["pid"]), info
+        if not info["running"]:
+            assert status == 503, info
+        down = not info["running"]
     doc = daemon.wait_status(task_id, {"done", "err"}, timeout=20)
     assert doc["status"] == expected, doc
     if expected == "err":
@@ -76,6 +91,9 @@ def test_kill_9_worker_mid_job_restarts_it_and_settles_the_task(daemon: Daemon, 
     info = worker_info(daemon, "w")
     assert info["pid"] != first["pid"] and info["restarts"] == 1
     assert "killed by SIGKILL" in info["last_error"]
+    daemon.cli("stop", "w")
+    daemon.cli("start", "w", "--jobs", "testjobs")
+    assert worker_info(daemon, "w")["running"]
 
 
 def test_crash_looping_worker_is_reported_not_restarted_at_full_speed(daemon: Daemon) -> None:

@@ -208,8 +208,13 @@ async def health(request: web.Request) -> web.Response:
         reasons.append(f"store unreachable: {exc.message}")
     if app[SCHEDULER].stalled():
         reasons.append(f"tick stalled: last tick {time.time() - app[SCHEDULER].last_tick:.0f}s ago")
-    for name in app[SUPERVISOR].crashlooping():
+    crashing = app[SUPERVISOR].crashlooping()
+    for name in crashing:
         reasons.append(f"worker {name} is crash-looping")
+    # A worker that should run and does not (dead, in a restart backoff) is unhealthy until it is back.
+    for name, why in app[SUPERVISOR].down():
+        if name not in crashing:
+            reasons.append(f"worker {name} is down: {why}")
     body = {"status": "ok" if not reasons else "unhealthy", "reasons": reasons}
     return web.json_response(body, status=200 if not reasons else 503)
 

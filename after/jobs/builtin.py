@@ -8,6 +8,7 @@ import os
 import signal
 from typing import Any
 
+from after import procgroup
 from after.jobs import JobFailed, JobFunc, TaskContext
 
 #: Output kept per stream of a ``shell`` job; more is cut (and said so) to keep documents small.
@@ -60,10 +61,12 @@ async def shell(
         stderr=asyncio.subprocess.PIPE,
         cwd=cwd,
         env={**os.environ, **env} if env else None,
-        start_new_session=True,
+        # Its own process group, killed with the worker (after.procgroup).
+        **procgroup.spawn_options(),
     )
     try:
-        out, err = await proc.communicate(stdin.encode() if stdin is not None else None)
+        with procgroup.tracked(ctx.id, proc.pid):
+            out, err = await proc.communicate(stdin.encode() if stdin is not None else None)
     except BaseException:
         # Timeout or cancel: the whole group goes, not only the shell.
         try:
