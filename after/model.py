@@ -9,14 +9,13 @@ leniently and, when unusable, ended ``err`` with the reason instead of crashing 
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from after import timing
-from after.errors import InvalidInput, Unprocessable
+from after import schema, timing
+from after.errors import InvalidInput
 
 WAITING = "waiting"
 SCHEDULE = "schedule"
@@ -28,6 +27,7 @@ CANCEL = "cancel"
 CANCELED = "canceled"
 
 STATUSES = (WAITING, SCHEDULE, SCHEDULED, DONE, ERR, RESCHEDULE, CANCEL, CANCELED)
+assert STATUSES == schema.STATUSES
 TERMINAL = frozenset({DONE, ERR, CANCELED})
 PENDING = frozenset({WAITING, RESCHEDULE})
 HELD = frozenset({SCHEDULE, SCHEDULED})
@@ -48,24 +48,6 @@ TRANSITIONS: dict[str | None, frozenset[str]] = {
     ERR: frozenset({RESCHEDULE}),
     CANCELED: frozenset({RESCHEDULE}),
 }
-
-TASK_FIELDS = {
-    "_id",
-    "id",
-    "worker",
-    "date",
-    "job",
-    "cron",
-    "timezone",
-    "priority",
-    "timeout",
-    "expires",
-    "retry",
-    "misfire",
-    "retention",
-    "overlap",
-}
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 
 
 def allowed(old: str | None, new: str) -> bool:
@@ -107,126 +89,21 @@ def set_status(doc: dict[str, Any], status: str, by: str, at: datetime, *, limit
     return doc
 
 
-def _require(body: Mapping[str, Any], key: str, kind: type | tuple[type, ...], what: str) -> Any:
-    if key not in body:
-        raise InvalidInput(f"{key}: required ({what})", field=key)
-    value = body[key]
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        raise InvalidInput(f"{key}: expected {what}, got {value!r}", field=key)
-    return value
-
-
-def _number(body: Mapping[str, Any], key: str, *, minimum: float, allow_none: bool = True) -> float | None:
-    value = body.get(key)
-    if value is None:
-        if allow_none:
-            return None
-        raise InvalidInput(f"{key}: required", field=key)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
-        raise InvalidInput(f"{key}: expected a number >= {minimum}, got {value!r}", field=key)
-    return float(value)
-
-
-def normalize_job(value: Any, *, field: str = "job") -> dict[str, Any]:
-    """``"name"`` or ``{"name", "arguments", "kwargs"}`` -> the stored job object."""
-    if isinstance(value, str):
-        value = {"name": value}
-    if not isinstance(value, Mapping):
-        raise InvalidInput(f"{field}: expected an object with a name", field=field)
-    unknown = set(value) - {"name", "arguments", "kwargs"}
-    if unknown:
-        raise InvalidInput(f"{field}: unknown field {sorted(unknown)[0]!r}", field=f"{field}.{sorted(unknown)[0]}")
-    name = value.get("name")
-    if not isinstance(name, str) or not name:
-        raise InvalidInput(f"{field}.name: required (the job's registered name)", field=f"{field}.name")
-    args = value.get("arguments", [])
-    if not isinstance(args, list):
-        raise InvalidInput(f"{field}.arguments: expected a list", field=f"{field}.arguments")
-    kwargs = value.get("kwargs", {})
-    if not isinstance(kwargs, Mapping):
-        raise InvalidInput(f"{field}.kwargs: expected an object", field=f"{field}.kwargs")
-    return {"name": name, "arguments": list(args), "kwargs": dict(kwargs)}
-
-
-def normalize_retry(value: Any) -> dict[str, Any] | None:
-    if value is None:
-        return None
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = {"max": value}
-    if not isinstance(value, Mapping):
-        raise InvalidInput("retry: expected an object {max, backoff, delay}", field="retry")
-    unknown = set(value) - {"max", "backoff", "delay", "max_delay"}
-    if unknown:
-        raise InvalidInput(f"retry: unknown field {sorted(unknown)[0]!r}", field="retry")
-    mx = value.get("max", 0)
-    if isinstance(mx, bool) or not isinstance(mx, int) or mx < 0:
-        raise InvalidInput(f"retry.max: expected an integer >= 0, got {mx!r}", field="retry.max")
-    backoff = value.get("backoff", "fixed")
-    if backoff not in ("fixed", "exponential"):
-        raise InvalidInput("retry.backoff: expected 'fixed' or 'exponential'", field="retry.backoff")
-    out: dict[str, Any] = {"max": mx, "backoff": backoff}
-    for key in ("delay", "max_delay"):
-        num = _number(value, key, minimum=0)
-        if num is not None:
-            out[key] = num
-    out.setdefault("delay", 10.0)
-    return out
-
-
-def normalize_misfire(value: Any) -> dict[str, Any]:
-    if value is None:
-        return {"policy": "run", "grace": None}
-    if isinstance(value, str):
-        value = {"policy": value}
-    if not isinstance(value, Mapping):
-        raise InvalidInput("misfire: expected an object {policy, grace}", field="misfire")
-    policy = value.get("policy", "run")
-    if policy not in ("run", "skip", "coalesce"):
-        raise InvalidInput("misfire.policy: expected 'run', 'skip' or 'coalesce'", field="misfire.policy")
-    grace = _number(value, "grace", minimum=0)
-    return {"policy": policy, "grace": grace}
-
-
 def new_task(body: Any, *, now: datetime, by: str = "api", history_limit: int = 50) -> dict[str, Any]:
-    """Build a stored task document from user input, or raise InvalidInput naming the field."""
-    if not isinstance(body, Mapping):
-        raise InvalidInput("a task must be a JSON object")
-    unknown = set(body) - TASK_FIELDS
-    if unknown:
-        name = sorted(unknown)[0]
-        raise InvalidInput(f"{name}: unknown field", field=name)
-    worker = _require(body, "worker", str, "the name of the worker that runs it")
-    if not _NAME.match(worker):
-        raise InvalidInput(f"worker: invalid name {worker!r} (letters, digits, _ . @ -)", field="worker")
-    if "job" not in body:
-        raise InvalidInput('job: required ({"name": ..., "arguments": [...]})', field="job")
-    job = normalize_job(body["job"])
-    cron = body.get("cron")
-    tz = body.get("timezone")
-    if tz is not None:
-        if not isinstance(tz, str):
-            raise InvalidInput("timezone: expected a zone name like 'Europe/Lisbon'", field="timezone")
-        timing.zone(tz)
-    if cron is not None:
-        timing.check_cron(cron)
-    if body.get("date") is not None:
-        due = timing.parse_date(body["date"])
-    elif cron:
-        due = timing.next_cron(cron, now, tz=tz)
+    """Build a stored task document from user input (:class:`after.schema.TaskInput`), or
+    raise InvalidInput naming the field."""
+    fields = schema.task_input(body)
+    if fields.date is not None:
+        due = fields.date
     else:
-        raise InvalidInput("date: required (ISO 8601, epoch seconds, or a cron expression)", field="date")
+        assert fields.cron is not None  # TaskInput requires one of the two
+        due = timing.fmt(timing.next_cron(fields.cron, now, tz=fields.timezone))
     doc: dict[str, Any] = {
-        "_id": _task_id(body),
+        "_id": _task_id(fields.id_ if fields.id_ is not None else fields.id),
         "type": "task",
-        "worker": worker,
-        "date": timing.fmt(due),
-        "job": job,
+        **schema.normal_fields(fields),
+        "date": due,
         "status": WAITING,
-        "priority": 0,
-        "timeout": None,
-        "expires": None,
-        "retry": normalize_retry(body.get("retry")),
-        "misfire": normalize_misfire(body.get("misfire")),
         "attempts": 0,
         "result": None,
         "error": None,
@@ -234,66 +111,69 @@ def new_task(body: Any, *, now: datetime, by: str = "api", history_limit: int = 
         "updated": timing.fmt(now),
         "history": [],
     }
-    prio = body.get("priority", 0)
-    if isinstance(prio, bool) or not isinstance(prio, int):
-        raise InvalidInput(f"priority: expected an integer, got {prio!r}", field="priority")
-    doc["priority"] = prio
-    doc["timeout"] = _number(body, "timeout", minimum=0.001)
-    if body.get("expires") is not None:
-        doc["expires"] = timing.fmt(timing.parse_date(body["expires"], field="expires"))
-    if cron is not None:
-        doc["cron"] = cron
-        doc["timezone"] = tz or "UTC"
+    if fields.cron is not None:
+        doc["cron"] = fields.cron
+        doc["timezone"] = fields.timezone or "UTC"
         doc["runs"] = []
-    elif tz is not None:
-        raise Unprocessable("timezone: only meaningful with cron", field="timezone")
-    if body.get("retention") is not None:
-        doc["retention"] = _number(body, "retention", minimum=0)
-    overlap = body.get("overlap")
-    if overlap is not None:
-        if overlap not in ("wait", "skip"):
-            raise InvalidInput("overlap: expected 'wait' or 'skip'", field="overlap")
-        doc["overlap"] = overlap
+    if fields.retention is not None:
+        doc["retention"] = fields.retention
+    if fields.overlap is not None:
+        doc["overlap"] = fields.overlap
     add_history(doc, WAITING, by, now, limit=history_limit)
     return doc
 
 
-def _task_id(body: Mapping[str, Any]) -> str:
-    given = body.get("_id", body.get("id"))
+def _task_id(given: str | None) -> str:
     if given is None:
         return new_id()
-    if not isinstance(given, str) or not given or given.startswith("_") or len(given) > 200:
-        raise InvalidInput("id: expected a string not starting with '_'", field="id")
     return given if given.startswith("task:") else "task:" + given
 
 
+def looks_like_task(doc: Mapping[str, Any]) -> bool:
+    """A task, or meant to be one: ``type`` ``task``, or an id in the tasks' ``task:`` space.
+
+    A document written straight into CouchDB without its ``type`` is still a task its
+    writer is waiting for; it is ended ``err`` (invalid, naming ``type``), not ignored.
+    """
+    doc_id = doc.get("_id")
+    if isinstance(doc_id, str) and doc_id.startswith("_design/"):
+        return False
+    return doc.get("type") == "task" or (isinstance(doc_id, str) and doc_id.startswith("task:") and not doc.get("_deleted"))
+
+
 def problem(doc: Mapping[str, Any]) -> str | None:
-    """Why a stored pending task cannot run, or None. For documents written straight into CouchDB."""
-    worker = doc.get("worker")
-    if not isinstance(worker, str) or not _NAME.match(worker):
-        return f"invalid worker {worker!r}"
+    """Why a stored task document is not a valid task (naming the field), or None.
+
+    For documents written straight into CouchDB (or replicated in): the same field rules
+    as a REST body (:class:`after.schema.StoredTask`), so no shape of document can reach
+    the scheduler's or a worker's code unchecked.
+    """
     try:
-        normalize_job(doc.get("job"))
-        timing.parse_date(doc.get("date"))
-        if doc.get("cron") is not None:
-            timing.check_cron(doc["cron"])
-            timing.zone(doc.get("timezone"))
-        if doc.get("retry") is not None:
-            normalize_retry(doc.get("retry"))
-        if doc.get("misfire") is not None:
-            normalize_misfire(doc.get("misfire"))
-        if doc.get("expires") is not None:
-            timing.parse_date(doc["expires"], field="expires")
+        schema.stored(dict(doc))
     except InvalidInput as exc:
         return exc.message
-    prio = doc.get("priority", 0)
-    if prio is not None and (isinstance(prio, bool) or not isinstance(prio, int)):
-        return f"priority: expected an integer, got {prio!r}"
-    timeout = doc.get("timeout")
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0):
-        return f"timeout: expected a number > 0, got {timeout!r}"
     return None
+
+
+def normalized(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """A valid stored task with the client's shorthands expanded (``"job": "noop"`` is
+    ``{"name": "noop", ...}``, ``"retry": 3`` is ``{"max": 3, ...}``) and dates in the one
+    stored form, which is what the scheduler and workers read. Raises InvalidInput."""
+    fields = schema.stored(dict(doc))
+    out = dict(doc)
+    out.update(schema.normal_fields(fields))
+    out["date"] = fields.date
+    for key in ("created", "updated"):
+        if key in out and getattr(fields, key) is not None:
+            out[key] = getattr(fields, key)
+    if fields.lease is not None:
+        out["lease"] = {**doc["lease"], "until": fields.lease.until}
+    return out
 
 
 def is_task(doc: Mapping[str, Any]) -> bool:
     return doc.get("type") == "task" and not str(doc.get("_id", "")).startswith("_design/")
+
+
+def valid_name(name: object) -> bool:
+    return schema.valid_name(name)

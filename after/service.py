@@ -9,9 +9,11 @@ never overwrites a newer state blindly.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import builtins
 import json
+import random
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
@@ -27,6 +29,8 @@ from after.store import Store
 JobsOf = Callable[[str], Collection[str] | None]
 
 MAX_LIST = 1000
+#: Read-modify-write rounds an intent (cancel, reschedule) gets against concurrent writers.
+INTENT_TRIES = 20
 #: A filtered listing (worker, job) reads at most this many index rows per page, so a
 #: filter that matches almost nothing cannot make one request scan the whole database:
 #: the page comes back short, with a cursor to go on.
@@ -70,7 +74,7 @@ def query_date(value: Any) -> Any:
 def valid_name(name: object) -> bool:
     """A worker name: letters, digits, ``_ . @ -``, at most 64. The whole string, so a
     trailing newline (which ``$`` lets through) is refused: names become file names."""
-    return isinstance(name, str) and model._NAME.fullmatch(name) is not None
+    return model.valid_name(name)
 
 
 def check_rev(doc: Mapping[str, Any], rev: str | None) -> None:
@@ -152,17 +156,20 @@ class Tasks:
 
     async def get(self, raw_id: str) -> dict[str, Any]:
         doc = await self.store.get(task_id(raw_id))
-        if not model.is_task(doc):
+        if not model.looks_like_task(doc):
             raise NotFound(f"no task {raw_id!r}")
         return doc
 
     async def _intent(self, raw_id: str, change: Callable[[dict[str, Any]], dict[str, Any]], rev: str | None = None) -> dict[str, Any]:
-        for _ in range(5):
+        for attempt in range(INTENT_TRIES):
             doc = await self.get(raw_id)
             check_rev(doc, rev)
             new = change(dict(doc))
             res = (await self.store.write_many([new]))[new["_id"]]
             if isinstance(res, Conflict):
+                # The scheduler and a worker write the same document (an every-second cron
+                # task: three writes a second): back off a little, randomly, and read again.
+                await asyncio.sleep(random.uniform(0, min(0.5, 0.01 * 2**attempt)))
                 continue
             if isinstance(res, Uncertain):
                 # Taken by fewer replicas than the quorum (a cluster in trouble): it is in the
@@ -245,6 +252,8 @@ class Tasks:
             raise InvalidInput(f"limit: expected 1..{MAX_LIST}", field="limit")
         lo = timing.fmt(timing.parse_date(query_date(due_from), field="from")) if due_from else None
         hi = timing.fmt(timing.parse_date(query_date(due_to), field="to")) if due_to else None
+        if lo is not None and hi is not None and lo > hi:
+            raise InvalidInput(f"from: {due_from} is after to ({due_to}): nothing can be due in that range", field="from")
         prefix: builtins.list[Any] = [status] if status else []
         view = "by_status" if status else "by_date"
         start: builtins.list[Any] = [*prefix, lo] if lo is not None else list(prefix)

@@ -21,7 +21,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterError, croniter
 
 from after.errors import InvalidInput, Unprocessable
 
@@ -93,7 +93,17 @@ def check_cron(expr: Any, *, field: str = "cron") -> str:
         raise Unprocessable(f"{field}: not a valid cron expression: {expr!r}", field=field)
     if len(expr.split()) not in (5, 6):
         raise Unprocessable(f"{field}: expected 5 fields (or 6 with seconds): {expr!r}", field=field)
+    # Valid field by field yet impossible as a whole (``0 0 30 2 *``): refused now, not
+    # found out when the task should be scheduled again.
+    try:
+        next_cron(expr, _CRON_PROBE, field=field)
+    except Unprocessable:
+        raise Unprocessable(f"{field}: {expr!r} never fires", field=field) from None
     return expr
+
+
+#: Where :func:`check_cron` looks for a first run: a leap year's start, so ``29 2`` fires.
+_CRON_PROBE = datetime(1999, 12, 31, 23, 59, tzinfo=UTC)
 
 
 def _is_fixed_time(expr: str) -> bool:
@@ -108,7 +118,7 @@ def _is_fixed_time(expr: str) -> bool:
     return all(ch.isdigit() or ch == "," for ch in minute + hour)
 
 
-def next_cron(expr: str, after: datetime, *, tz: str | None = None) -> datetime:
+def next_cron(expr: str, after: datetime, *, tz: str | None = None, field: str = "cron") -> datetime:
     """The first run of ``expr`` (evaluated on ``tz`` wall-clock time) strictly after ``after``.
 
     Daylight saving, decided here and documented in the README:
@@ -120,7 +130,17 @@ def next_cron(expr: str, after: datetime, *, tz: str | None = None) -> datetime:
       at the first occurrence; an interval schedule runs at both, because real time
       passed twice.
     """
-    zi = zone(tz)
+    if not isinstance(expr, str):
+        raise Unprocessable(f"{field}: not a valid cron expression: {expr!r}", field=field)
+    try:
+        return _next_cron(expr, after, zone(tz if isinstance(tz, str) or tz is None else "?"))
+    except (CroniterError, ValueError, KeyError, OverflowError, TypeError, IndexError):
+        # croniter's "no match within 50 years" (CroniterBadDateError), and any other way
+        # it can fail on an expression: the schedule never fires, which is the user's to fix.
+        raise Unprocessable(f"{field}: {expr!r} never fires (no run after {fmt(after)})", field=field) from None
+
+
+def _next_cron(expr: str, after: datetime, zi: ZoneInfo) -> datetime:
     fixed = _is_fixed_time(expr)
     local = after.astimezone(zi).replace(tzinfo=None)
     # Start a little earlier so the wall times of a repeated hour are seen again.
@@ -155,7 +175,7 @@ def next_cron(expr: str, after: datetime, *, tz: str | None = None) -> datetime:
                         return best
     if best is not None:
         return best
-    raise Unprocessable(f"cron: {expr!r} has no run after {fmt(after)}", field="cron")
+    raise ValueError("no run found")
 
 
 def occurrences(expr: str, after: datetime, *, tz: str | None = None, count: int = 5) -> list[datetime]:
@@ -208,6 +228,23 @@ def due_at(task: Mapping[str, Any]) -> datetime | None:
         return parse_date(task.get("date"))
     except InvalidInput:
         return None
+
+
+def eligible_at(task: Mapping[str, Any]) -> datetime | None:
+    """When the task could first run: its due time, but not before it was created or
+    rescheduled (its last ``waiting`` or ``reschedule``). The fire lag is measured from
+    here: a task posted today with a date in 2020 is run at once, not 7 years late."""
+    due = due_at(task)
+    if due is None:
+        return None
+    history = task.get("history")
+    for entry in reversed(history if isinstance(history, list) else []):
+        if isinstance(entry, Mapping) and entry.get("status") in ("waiting", "reschedule"):
+            try:
+                return max(due, parse_date(entry.get("at")))
+            except InvalidInput:
+                break
+    return due
 
 
 def agenda_time(task: Mapping[str, Any]) -> datetime | None:

@@ -93,3 +93,10 @@ def test_readme_rest_examples_run_and_cover_every_route(daemon: Daemon, tmp_path
     assert daemon.task("task:nightly")["next_runs"]
     _, workers = daemon.api("GET", "/workers")
     assert [(w["name"], w["state"]) for w in workers["workers"]] == [("mailer", "stopped")]
+
+
+def test_the_readme_field_table_is_the_schema() -> None:
+    """The task fields' table is generated from after.schema (``python -m after.schema``)."""
+    from after import schema
+
+    assert schema.field_table() in README.read_text(), "README's field table differs: paste `python -m after.schema` over it"

@@ -22,13 +22,23 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
+    negative_data_rejection,
     response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
 )
 from test_api import running_daemon
 
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance, response_schema_conformance]
+#: negative_data_rejection: a request the spec forbids must be refused (4xx): the spec and
+#: the validation come from one definition (after.schema), so they cannot disagree.
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    negative_data_rejection,
+]
 #: Examples per operation and generation mode. Each worker start costs a process, so less there.
 EXAMPLES = 20
 EXAMPLES_FOR = {"start_worker": 3}
@@ -96,3 +106,32 @@ def test_every_operation_conforms_to_the_spec(live: Daemon) -> None:
     assert "Traceback" not in live.log()
     assert http(live.base, "GET", "/health")[0] == 200
     json.dumps(spec)  # the spec itself is plain JSON
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "field"),
+    [
+        # The four requests schemathesis found accepted although the spec forbade them.
+        ("GET", "/tasks?status=", None, "status"),
+        ("GET", "/workers/w/log?follow=AAA", None, "follow"),
+        ("POST", "/tasks", {"_id": 5, "worker": "w", "date": "2040-01-01", "job": "noop"}, "_id"),
+        ("POST", "/workers/w2", {"jobs": ""}, "jobs"),
+        ("GET", "/tasks?limit=", None, "limit"),
+        ("GET", "/tasks?from=2031-01-01&to=2030-01-01", None, "from"),
+        ("POST", "/tasks", {"worker": "w", "date": "2040-01-01", "job": "noop", "timeout": 1e12}, "timeout"),
+        ("POST", "/tasks", {"worker": "w", "cron": "0 0 30 2 *", "job": "noop"}, "cron"),
+        ("POST", "/tasks", {"worker": "w", "date": "2040-01-01", "cron": "0 0 31 4 *", "job": "noop"}, "cron"),
+    ],
+)
+def test_what_the_spec_forbids_is_refused_naming_the_field(live: Daemon, method: str, path: str, body: Any, field: str) -> None:
+    status, reply = http(live.base, method, path, body, token=live.token)
+    assert 400 <= status < 500 and status != 404, (status, reply)
+    assert reply["field"] == field, reply
+    assert reply["message"].startswith(field + ":"), reply
+
+
+def test_a_null_id_means_a_new_one_as_the_spec_says(live: Daemon) -> None:
+    status, reply = http(live.base, "POST", "/tasks", {"_id": None, "worker": "w", "date": "2040-01-01", "job": "noop"}, token=live.token)
+    assert status == 201 and reply["id"].startswith("task:"), reply
+    spec = http(live.base, "GET", "/openapi.json")[1]
+    assert {"type": "null"} in spec["components"]["schemas"]["TaskInput"]["properties"]["_id"]["anyOf"]

@@ -241,11 +241,39 @@ def test_history_is_bounded_and_keeps_creation() -> None:
     assert doc["history"][0]["status"] == "waiting" and doc["history"][-1]["by"] == "x29"
 
 
-def test_problem_names_what_is_wrong_with_a_direct_document() -> None:
-    assert model.problem({"worker": "w", "date": "2030-01-01", "job": {"name": "noop"}}) is None
-    assert "worker" in (model.problem({"date": "2030-01-01", "job": {"name": "noop"}}) or "")
-    assert "date" in (model.problem({"worker": "w", "date": "soon", "job": {"name": "noop"}}) or "")
-    assert "cron" in (model.problem({"worker": "w", "date": 0, "job": "noop", "cron": "nope"}) or "")
+GOOD = {"type": "task", "status": "waiting", "worker": "w", "date": "2030-01-01", "job": {"name": "noop"}}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({}, None),
+        ({"job": "noop"}, None),  # the REST shorthand is valid in a document too
+        ({"retry": 3, "misfire": "skip"}, None),
+        ({"type": None}, "type: required"),
+        ({"type": "job"}, "type: input should be 'task'"),
+        ({"status": "bogus"}, "status: input should be"),
+        ({"worker": None}, "worker: required"),
+        ({"worker": 5}, "worker: input should be a valid string"),
+        ({"date": "soon"}, "date: cannot parse 'soon'"),
+        ({"date": None}, "date: required"),
+        ({"job": None}, "job: required"),
+        ({"job": {"name": 1}}, "job.name: input should be a valid string"),
+        ({"job": {"name": "x", "arguments": "a"}}, "job.arguments: input should be a valid list"),
+        ({"cron": "nope"}, "cron: not a valid cron expression"),
+        ({"cron": "0 0 30 2 *"}, "cron: '0 0 30 2 *' never fires"),
+        ({"timeout": 1e12}, "timeout: input should be less than or equal to 2592000"),
+        ({"timeout": "5"}, "timeout: input should be a valid number"),
+        ({"retry": {"max": -1}}, "retry.max: input should be greater than or equal to 0"),
+        ({"attempts": "x"}, "attempts: input should be a valid integer"),
+        ({"lease": "mine"}, "lease: input should be a valid dictionary"),
+        ({"history": [1]}, "history[0]: input should be a valid dictionary"),
+    ],
+)
+def test_problem_names_what_is_wrong_with_a_direct_document(change: dict[str, Any], message: str | None) -> None:
+    doc = {k: v for k, v in {**GOOD, **change}.items() if v is not None}
+    got = model.problem(doc)
+    assert (got is None) if message is None else (got is not None and got.startswith(message)), got
 
 
 def test_transitions() -> None:
@@ -263,3 +291,20 @@ def test_cron_runs_never_overlap_and_overlap_skip_drops_occurrences_that_fell_du
     assert timing.next_after_run(wait, started=started, finished=finished) == NOW + timedelta(minutes=5)
     # skip: 12:05 and 12:10 fell during the run; the next is 12:15.
     assert timing.next_after_run(skip, started=started, finished=finished) == NOW + timedelta(minutes=15)
+
+
+def test_fire_lag_counts_from_when_a_task_could_first_run() -> None:
+    """Finding 9: a task posted now with a date in 2020 is not 7 years late."""
+    doc = model.new_task({"worker": "w", "date": "2020-01-01", "job": "noop"}, now=NOW)
+    assert timing.eligible_at(doc) == NOW
+    late = model.new_task({"worker": "w", "date": timing.fmt(NOW + timedelta(hours=1)), "job": "noop"}, now=NOW)
+    assert timing.eligible_at(late) == NOW + timedelta(hours=1)  # downtime past its date is real lag
+    rescheduled = model.set_status(dict(doc), "reschedule", "api", NOW + timedelta(days=1), limit=50)
+    assert timing.eligible_at(rescheduled) == NOW + timedelta(days=1)
+
+
+@pytest.mark.parametrize("expr", ["0 0 30 2 *", "0 0 31 4 *", "0 0 31 6 *", "0 0 31 9,11 *", "0 0 30-31 2 *"])
+def test_a_cron_that_never_fires_is_unprocessable(expr: str) -> None:
+    with pytest.raises(Unprocessable, match="never fires"):
+        timing.check_cron(expr)
+    assert timing.check_cron("0 0 29 2 *")  # every leap year: fires

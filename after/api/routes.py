@@ -6,16 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import re
+import functools
+import math
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
 
-from after import __version__, logfiles, model, timing
+from after import __version__, logfiles, model, schema, timing
 from after.api import EVENTS, EXTRA, SCHEDULER, SETTINGS, STARTED, STORE, SUPERVISOR, TASKS, UI_DIR, events
 from after.api.middleware import read_json
 from after.errors import AfterError, InvalidInput, NotFound, StoreUnavailable
@@ -98,7 +99,7 @@ def route(
 
 
 #: A worker's name, as a path parameter (the same rule as a task's ``worker``).
-WORKER_NAME = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$"}
+WORKER_NAME = {"type": "string", "pattern": schema.NAME_PATTERN}
 
 
 def qparam(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -406,27 +407,10 @@ async def get_worker(request: web.Request) -> web.Response:
 )
 async def start_worker(request: web.Request) -> web.Response:
     name = worker_name(request)
-    body = await read_json(request, required=False) or {}
-    if not isinstance(body, dict):
-        raise InvalidInput("body: expected an object {concurrency, jobs}", field="body")
-    unknown = set(body) - {"concurrency", "jobs"}
-    if unknown:
-        raise InvalidInput(f"{sorted(unknown)[0]}: unknown field", field=sorted(unknown)[0])
-    concurrency = body.get("concurrency", 4)
-    if isinstance(concurrency, bool) or not isinstance(concurrency, int):
-        raise InvalidInput("concurrency: expected an integer", field="concurrency")
-    jobs = body.get("jobs") or []
-    if isinstance(jobs, str):
-        jobs = [jobs]
-    if not isinstance(jobs, list) or not all(isinstance(j, str) and MODULE.fullmatch(j) for j in jobs):
-        raise InvalidInput("jobs: expected a Python module name (dotted) or a list of them", field="jobs")
-    wp = await request.app[SUPERVISOR].start(name, concurrency=concurrency, jobs=jobs)
+    body = schema.worker_start(await read_json(request, required=False))
+    wp = await request.app[SUPERVISOR].start(name, concurrency=body.concurrency, jobs=body.modules())
     request.app[SCHEDULER].worker_available(name)
     return web.json_response(wp.info(), status=201)
-
-
-#: A dotted Python module name: what ``--jobs`` imports in the worker.
-MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
 @route(
@@ -605,12 +589,47 @@ async def _end_streams(app: web.Application) -> None:
         t.cancel()
 
 
+def check_query(query: Mapping[str, str], params: list[dict[str, Any]]) -> None:
+    """Hold a request's query parameters to the schemas the spec publishes for them: an
+    ``enum`` value outside it (``status=``, ``follow=AAA``), a number that is not one or
+    is out of range, is a 400 naming the parameter, never silently taken as "absent"."""
+    for p in params:
+        name, rule = p["name"], p.get("schema") or {}
+        if p.get("in") != "query" or name not in query:
+            continue
+        raw = query[name]
+        if "enum" in rule and raw not in rule["enum"]:
+            raise InvalidInput(f"{name}: expected one of {', '.join(map(str, rule['enum']))}, got {raw!r}", field=name)
+        kind = rule.get("type")
+        if kind in ("integer", "number"):
+            try:
+                value = int(raw) if kind == "integer" else float(raw)
+            except ValueError:
+                raise InvalidInput(f"{name}: expected {'an integer' if kind == 'integer' else 'a number'}, got {raw!r}", field=name) from None
+            lo, hi = rule.get("minimum"), rule.get("maximum")
+            if not math.isfinite(value) or (lo is not None and value < lo) or (hi is not None and value > hi):
+                raise InvalidInput(f"{name}: expected {lo}..{hi}, got {raw!r}", field=name)
+
+
+def checked(r: RouteSpec) -> Handler:
+    """``r``'s handler, behind the check of its declared query parameters."""
+    if not r.query:
+        return r.handler
+
+    @functools.wraps(r.handler)
+    async def handler(request: web.Request) -> web.StreamResponse:
+        check_query(request.query, r.query)
+        return await r.handler(request)
+
+    return handler
+
+
 def install(app: web.Application) -> None:
     streams: set[asyncio.Task[Any]] = set()
     app[STREAMS] = streams
     app.on_shutdown.append(_end_streams)
     for r in ROUTES:
-        app.router.add_route(r.method, r.path, r.handler)
+        app.router.add_route(r.method, r.path, checked(r))
     if UI_DIR.exists():
         app.router.add_get("/ui", ui_redirect)
         app.router.add_get("/ui/", ui_index)

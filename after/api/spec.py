@@ -4,9 +4,9 @@ Paths, methods, parameters and bodies come from the table the router is built fr
 a route cannot exist without its description. The error responses every operation can
 give are added here by rule (401 unless public, 404 with a path parameter, 413/415 with
 a body, 503 when it touches CouchDB), so they are never forgotten on a new route.
-Schemas for request bodies are written out here by hand from :mod:`after.model` (the
-validation code is the authority; the schemathesis test sends what this spec allows
-and checks every answer against it). A readable HTML page (``/docs``) is rendered from
+Schemas for request bodies come from :mod:`after.schema`, the models that validate
+them (the schemathesis test sends what this spec allows and what it forbids, and checks
+every answer against it). A readable HTML page (``/docs``) is rendered from
 the same document.
 """
 
@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from after import __version__, model
+from after import __version__, model, schema
 from after.api.middleware import is_public
 
 ERROR = {
@@ -31,81 +31,7 @@ ERROR = {
     },
     "example": {"error": "invalid", "message": "date: cannot parse 'someday' as a date", "field": "date"},
 }
-DATE_FORMS = "ISO 8601 (Z or an offset; none = UTC; a bare date = midnight UTC) or epoch seconds"
-DATE: dict[str, Any] = {
-    "oneOf": [
-        {"type": "string", "format": "date-time"},
-        {"type": "string", "format": "date"},
-        {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?$", "description": "no offset: UTC"},
-        {"type": "number", "exclusiveMinimum": -62e9, "exclusiveMaximum": 253e9, "description": "epoch seconds"},
-    ],
-    "description": DATE_FORMS,
-}
-NAME = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$"}
-JOB = {
-    "oneOf": [
-        {"type": "string", "minLength": 1},
-        {
-            "type": "object",
-            "required": ["name"],
-            "additionalProperties": False,
-            "properties": {"name": {"type": "string", "minLength": 1}, "arguments": {"type": "array"}, "kwargs": {"type": "object"}},
-        },
-    ],
-    "description": "the job's registered name, or {name, arguments, kwargs}",
-}
-TASK_INPUT = {
-    "type": "object",
-    "required": ["worker", "job"],
-    "anyOf": [{"required": ["date"]}, {"required": ["cron"], "properties": {"cron": {"type": "string"}}}],
-    "additionalProperties": False,
-    "properties": {
-        "id": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[^_]", "description": "optional; `task:` is prefixed if missing"},
-        "_id": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[^_]"},
-        "worker": {**NAME, "description": "the named worker that runs it"},
-        "date": {**DATE, "description": "when due (required unless cron is given): " + DATE_FORMS},
-        "job": JOB,
-        "cron": {"type": ["string", "null"], "description": "5-field cron (6 with seconds first); 422 if invalid", "examples": ["*/5 * * * *"]},
-        "timezone": {
-            "type": ["string", "null"],
-            "description": "IANA zone of the cron expression (default UTC); 422 if unknown",
-            "examples": ["Europe/Lisbon"],
-        },
-        "priority": {"type": "integer", "description": "higher first among tasks due in the same second"},
-        "timeout": {"type": ["number", "null"], "minimum": 0.001, "description": "seconds; the job is killed after it"},
-        "expires": {"oneOf": [DATE, {"type": "null"}], "description": "not started by then: err `expired`"},
-        "retry": {
-            "oneOf": [
-                {"type": "null"},
-                {"type": "integer", "minimum": 0},
-                {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "properties": {
-                        "max": {"type": "integer", "minimum": 0},
-                        "backoff": {"enum": ["fixed", "exponential"]},
-                        "delay": {"type": "number", "minimum": 0},
-                        "max_delay": {"type": "number", "minimum": 0},
-                    },
-                },
-            ]
-        },
-        "misfire": {
-            "oneOf": [
-                {"type": "null"},
-                {"enum": ["run", "skip", "coalesce"]},
-                {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "properties": {"policy": {"enum": ["run", "skip", "coalesce"]}, "grace": {"type": ["number", "null"], "minimum": 0}},
-                },
-            ]
-        },
-        "retention": {"type": ["number", "null"], "minimum": 0, "description": "seconds a finished task is kept"},
-        "overlap": {"enum": ["wait", "skip", None]},
-    },
-    "example": {"worker": "mailer", "date": "2030-01-01T10:00:00Z", "job": {"name": "shell", "arguments": ["echo hi"]}},
-}
+DATE = schema.DATE_SCHEMA
 HISTORY_ENTRY = {
     "type": "object",
     "required": ["status", "at", "by"],
@@ -171,11 +97,11 @@ DAEMON = {
         "workers": {"type": "array", "items": {"type": "object"}},
     },
 }
-MODULE = {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"}
-
 SCHEMAS: dict[str, Any] = {
     "Error": ERROR,
-    "TaskInput": TASK_INPUT,
+    # TaskInput, WorkerStart and what they use (Job, Retry, Misfire): from after.schema,
+    # the models that validate what these routes receive.
+    **schema.openapi_schemas(),
     "TaskInputOrList": {
         "oneOf": [
             {"$ref": "#/components/schemas/TaskInput"},
@@ -224,17 +150,6 @@ SCHEMAS: dict[str, Any] = {
     "Daemon": DAEMON,
     "DaemonList": {"type": "object", "required": ["daemons"], "properties": {"daemons": {"type": "array", "items": {"$ref": "#/components/schemas/Daemon"}}}},
     "WorkerList": {"type": "object", "required": ["workers"], "properties": {"workers": {"type": "array", "items": {"$ref": "#/components/schemas/Worker"}}}},
-    "WorkerStart": {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "concurrency": {"type": "integer", "minimum": 1, "maximum": 1000, "description": "tasks run at once (default 4)"},
-            "jobs": {
-                "oneOf": [MODULE, {"type": "array", "items": MODULE}, {"type": "null"}],
-                "description": "Python modules registering jobs, imported by the worker",
-            },
-        },
-    },
     "Info": {
         "type": "object",
         "required": ["name", "version", "uptime", "couchdb"],
