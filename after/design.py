@@ -5,6 +5,7 @@ sources); :meth:`after.store.Store.setup` writes it, and re-checks it at every s
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from after import model
@@ -44,6 +45,17 @@ function (doc) {
   if (doc.type === 'task' && doc._conflicts) emit(doc._id, null);
 }
 """
+
+# Documents that look like tasks but that no other view shows: an id in the ``task:``
+# space without ``"type": "task"``, or a status After does not know. The scheduler reads
+# it at start and ends each ``err`` (invalid, naming the field) instead of ignoring it.
+_STRAYS_MAP = """
+function (doc) {
+  var known = %(statuses)s;
+  var named = typeof doc._id === 'string' && doc._id.indexOf('task:') === 0;
+  if (doc.type === 'task' ? known.indexOf(doc.status) === -1 : named) emit(doc._id, null);
+}
+""" % {"statuses": json.dumps(list(model.STATUSES))}
 
 _BY_DATE_MAP = """
 function (doc) {
@@ -106,6 +118,7 @@ def design_document() -> dict[str, Any]:
             "finished": {"map": _FINISHED_MAP.strip()},
             "expiring": {"map": _EXPIRING_MAP.strip()},
             "conflicts": {"map": _CONFLICTS_MAP.strip()},
+            "strays": {"map": _STRAYS_MAP.strip()},
         },
         # Stripped: pouchdb-server refuses a function whose source starts with a newline.
         "validate_doc_update": _VALIDATE.strip(),

@@ -35,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from after import model, procgroup, quorum, timing
+from after import model, procgroup, quorum, timing, triage
 from after.bulkwriter import BulkWriter
 from after.config import Settings
 from after.errors import AfterError, Conflict, NotFound, Uncertain
@@ -207,6 +207,9 @@ class Runner:
         task_id = claimed["_id"]
         current: dict[str, Any] = claimed
         try:
+            # The scheduler hands over normalized documents; a document of any other shape
+            # fails here, contained to its task (below), never in the middle of a run.
+            claimed = current = model.normalized(claimed)
             # A task due now takes a slot first: it is accepted only when this worker can
             # start it, so one queued behind busy slots is still just claimed (if the worker
             # dies, it goes back to waiting, no attempt spent). A task claimed ahead of its
@@ -252,8 +255,11 @@ class Runner:
                 await self._finish_simple(current, model.CANCELED, None)
             elif self._interrupting:
                 await self._finish_simple(current, model.WAITING, None)
-        except Exception:
-            log.exception("task %s: unexpected failure in the runner", task_id)
+        except Exception as exc:
+            # Contained to this task: ended err (internal) with what failed; the worker and
+            # its other tasks go on.
+            log.exception("task %s: unexpected failure in the runner; ending it err (internal)", task_id)
+            await self._contain(current, exc)
         finally:
             self.running.pop(task_id, None)
             self._cancel_asked.discard(task_id)
@@ -261,6 +267,25 @@ class Runner:
             queued = self._after.pop(task_id, None)
             if queued is not None:
                 self.submit(queued)
+
+    async def _contain(self, doc: dict[str, Any], exc: BaseException) -> None:
+        """End a task this code failed on ``err`` (reason ``internal``), if it is still ours."""
+        try:
+            out = triage.ended_internal(doc, exc, where="worker", by=self.by, now=self.clock(), limit=self._limit())
+            await self._write_final(doc, out)
+            self.notify(
+                {
+                    "op": "finished",
+                    "id": doc.get("_id"),
+                    "status": model.ERR,
+                    "job": _job_name(doc),
+                    "lease": (doc.get("lease") or {}).get("id") if isinstance(doc.get("lease"), Mapping) else None,
+                    "contained": True,
+                }
+            )
+        except Exception:
+            # The scheduler recovers it when its lease ends (or ends it, if it fails there too).
+            log.exception("task %s: cannot end it err (internal); its lease will end", doc.get("_id"))
 
     async def _sleep_until(self, due: datetime) -> None:
         """Return at ``due`` (at once if it is past), as close to it as the host allows.
@@ -401,7 +426,7 @@ class Runner:
                 flusher.cancel()
         # Let every job due at this moment start before anyone's bookkeeping.
         await asyncio.sleep(0)
-        due = timing.due_at(ctx.task) or now
+        due = timing.eligible_at(ctx.task) or now
         self.notify({"op": "started", "id": task_id, "job": _job_name(ctx.task), "lag": max(0.0, (now - due).total_seconds())})
         self.tasks_run += 1
         if error:

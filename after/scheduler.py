@@ -45,9 +45,9 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from after import model, quorum, timing
+from after import model, quorum, timing, triage
 from after.config import Settings
-from after.errors import AfterError, StoreUnavailable, Uncertain
+from after.errors import AfterError, InvalidInput, StoreUnavailable, Uncertain
 from after.jobs import JobFunc
 from after.registry import Registry, is_daemon
 from after.runner import Runner, error_info
@@ -141,16 +141,47 @@ class Scheduler:
         self.quorum_lost_since: float | None = None
         #: Whether the database keeps several replicas (read once at start; see Store.replicas).
         self.replicated = False
+        #: Documents that look like tasks but are not valid ones: ended ``err`` (reason
+        #: ``invalid``, naming the field) by the next tick. id -> (doc, message, field).
+        self._invalid: dict[str, tuple[dict[str, Any], str, str | None]] = {}
+        #: Tasks whose handling raised unexpectedly: ended ``err`` (reason ``internal``) by
+        #: the next tick. id -> (doc, exception, where).
+        self._broken: dict[str, tuple[dict[str, Any], BaseException, str]] = {}
+        #: Failures contained to one task, by where they happened (``/metrics``:
+        #: ``after_contained_failures_total``).
+        self.contained: dict[str, int] = defaultdict(int)
 
     # -- memory -------------------------------------------------------------------------------
 
     def observe(self, doc: Mapping[str, Any]) -> None:
-        """Take a document's current state into the in-memory agenda (or drop it from it)."""
+        """Take a document's current state into the in-memory agenda (or drop it from it).
+
+        Whatever the document holds: one that is not a valid task is set apart to be ended
+        ``err`` (invalid), and one this code fails on, to be ended ``err`` (internal).
+        """
+        try:
+            self._observe(doc)
+        except Exception as exc:
+            task_id = doc.get("_id") if isinstance(doc, Mapping) else None
+            self.contain(dict(doc) if isinstance(doc, Mapping) else {}, exc, "observe")
+            if isinstance(task_id, str):
+                self.tasks.pop(task_id, None)
+
+    def contain(self, doc: dict[str, Any], exc: BaseException, where: str) -> None:
+        """Log and count a failure caused by one task, and end that task ``err`` (internal)."""
+        task_id = doc.get("_id")
+        self.contained[where] += 1
+        log.error("task %s: %s failed on it (%s: %s); it is ended err (internal)", task_id, where, type(exc).__name__, exc, exc_info=exc)
+        if isinstance(task_id, str) and model.looks_like_task(doc):
+            self._broken[task_id] = (doc, exc, where)
+            self._kick.set()
+
+    def _observe(self, doc: Mapping[str, Any]) -> None:
         task_id = doc.get("_id")
         if self.registry is not None and is_daemon(doc):
             self.registry.observe(doc)
             return
-        if not isinstance(task_id, str) or not model.is_task(doc):
+        if not isinstance(task_id, str) or not model.looks_like_task(doc):
             return
         version = (rev_gen(doc), str(doc.get("updated") or ""))
         held = self.tasks.get(task_id)
@@ -176,6 +207,16 @@ class Scheduler:
             return
         self._conflicted.pop(task_id, None)
         self._conflicted_since.pop(task_id, None)
+        if doc.get("type") != "task" or doc.get("status") not in model.TERMINAL:
+            try:
+                doc = model.normalized(doc)
+            except InvalidInput as exc:
+                # Written straight into CouchDB (or replicated in) and not a valid task.
+                self.tasks.pop(task_id, None)
+                self._invalid[task_id] = (dict(doc), exc.message, exc.field)
+                self._kick.set()
+                return
+            self._invalid.pop(task_id, None)
         when = timing.agenda_time(doc)
         if when is None or when > self._horizon:
             self.tasks.pop(task_id, None)
@@ -241,7 +282,18 @@ class Scheduler:
         batch = mine[: self.settings.scheduler_claim_batch]
         if not batch:
             return
-        settled = await self.store.resolve(batch, now=now, by=self.daemon_id, history_limit=self.settings.scheduler_history_limit)
+        try:
+            settled = await self.store.resolve(batch, now=now, by=self.daemon_id, history_limit=self.settings.scheduler_history_limit)
+        except StoreUnavailable:
+            raise
+        except Exception as exc:
+            # Leaves this code cannot rank (written straight into CouchDB, any shape): each is
+            # ended err (internal) rather than failing every tick from now on.
+            for doc in batch:
+                self._conflicted.pop(doc["_id"], None)
+                self._conflicted_since.pop(doc["_id"], None)
+                self.contain(dict(doc), exc, "resolve")
+            return
         self.counters["conflicts_resolved"] += len(settled)
         for doc in settled.values():
             self._conflicted.pop(doc["_id"], None)
@@ -318,6 +370,10 @@ class Scheduler:
         """
         for doc in await self.store.conflicted(limit=self.settings.scheduler_claim_batch):
             self.observe(doc)
+        # And documents that look like tasks but no view of the agenda shows (no type, an
+        # unknown status): written while no daemon watched the changes feed.
+        for doc in await self.store.strays(limit=self.settings.scheduler_claim_batch):
+            self.observe(doc)
 
     async def refresh_window(self, now: datetime) -> None:
         horizon = now + timedelta(seconds=self.settings.scheduler_window_seconds)
@@ -359,18 +415,14 @@ class Scheduler:
         limit = self.settings.scheduler_history_limit
         writes: list[dict[str, Any]] = []
         stats: dict[str, int] = defaultdict(int)
-        valid: list[dict[str, Any]] = []
-        for doc in due:
-            if doc.get("status") in model.PENDING and (why := model.problem(doc)):
-                bad = dict(doc)
-                bad["error"] = {"reason": "invalid", "type": "invalid", "message": why}
-                writes.append(model.set_status(bad, model.ERR, self.daemon_id, now, limit=limit, reason=f"invalid: {why}"))
-                stats["invalid"] += 1
-            else:
-                valid.append(doc)
+        writes += self._ends(now, stats)
+        valid = [doc for doc in due if doc["_id"] not in self._broken]
         fires: dict[str, list[dict[str, Any]]] = defaultdict(list)
         later: list[dict[str, Any]] = []
-        plan = timing.plan(now, valid, ahead=self.settings.scheduler_claim_ahead)
+        plan, failed = triage.plan_contained(now, valid, ahead=self.settings.scheduler_claim_ahead)
+        for task, exc in failed:
+            self.contain(dict(task), exc, "plan")
+            writes += self._ends(now, stats)
         # Popped a little early but not acted on yet (a lease ending within the claim-ahead
         # window): back on the heap at their own time.
         acted = {a.task["_id"] for a in plan}
@@ -378,54 +430,11 @@ class Scheduler:
             if doc["_id"] not in acted and (when := timing.agenda_time(doc)) is not None:
                 self._requeue(doc, when.timestamp())
         for action in plan:
-            doc = dict(action.task)
-            if action.kind == "fire":
-                worker = doc["worker"]
-                if not self.dispatcher.knows(worker):
-                    self._parked[worker].add(doc["_id"])
-                    continue
-                if self.quorum_lost_since is not None:
-                    later.append(doc)  # cut off from the cluster's majority: claims would be uncertain
-                    continue
-                takeover = self._takeover_at(doc, now)
-                if takeover is not None:
-                    # Another live daemon is preferred: it claims first; this one only if the
-                    # task is still unclaimed at ``takeover``.
-                    self._requeue(doc, takeover + self.settings.scheduler_claim_ahead)
-                    stats["deferred"] += 1
-                    continue
-                fires[worker].append(doc)
-            elif action.kind == "cancel":
-                out = self._acknowledge_cancel(doc, now)
-                if out is not None:
-                    writes.append(out)
-                    stats["canceled"] += 1
-                else:
-                    later.append(doc)
-            elif action.kind == "recover":
-                worker = doc.get("worker", "")
-                if self.quorum_lost_since is not None:
-                    later.append(doc)  # the majority side recovers it, if its lease really ended
-                    continue
-                if self.dispatcher.running_here(worker, doc["_id"]):
-                    later.append(doc)  # our live worker still has it: its write will settle it
-                    continue
-                # Like a claim, a lease that ended is taken back by the task's preferred daemon
-                # first: daemons recovering one task at the same instant race (on a cluster,
-                # into conflicting leaves that cost another lease).
-                takeover = self._takeover_at(doc, now, since=timing.agenda_time(doc))
-                if takeover is not None:
-                    self._requeue(doc, takeover + self.settings.scheduler_claim_ahead)
-                    continue
-                writes.append(self.recovered(doc, now, reason="lost"))
-                stats["recovered"] += 1
-            elif action.kind == "expire":
-                doc["error"] = error_info("expired", message=f"expired at {doc.get('expires')} before it started")
-                writes.append(model.set_status(doc, model.ERR, self.daemon_id, now, limit=limit))
-                stats["expired"] += 1
-            elif action.kind == "miss":
-                writes.append(self._missed(doc, action, now))
-                stats["missed"] += 1
+            try:
+                self._act(action, now, stats, fires, later, writes)
+            except Exception as exc:
+                self.contain(dict(action.task), exc, action.kind)
+        writes += self._ends(now, stats)
         # Held tasks (a cancel of another daemon's running task) are looked at again later.
         for doc in later:
             self._requeue(doc, now.timestamp() + 1)
@@ -488,6 +497,85 @@ class Scheduler:
         for tobs in self.tick_observers:
             tobs(elapsed)
         return dict(stats)
+
+    def _act(
+        self,
+        action: timing.Action,
+        now: datetime,
+        stats: dict[str, int],
+        fires: dict[str, list[dict[str, Any]]],
+        later: list[dict[str, Any]],
+        writes: list[dict[str, Any]],
+    ) -> None:
+        """One planned action: a fire is queued in ``fires``, a write appended to ``writes``."""
+        limit = self.settings.scheduler_history_limit
+        doc = dict(action.task)
+        if action.kind == "fire":
+            worker = doc["worker"]
+            if not self.dispatcher.knows(worker):
+                self._parked[worker].add(doc["_id"])
+                return
+            if self.quorum_lost_since is not None:
+                later.append(doc)  # cut off from the cluster's majority: claims would be uncertain
+                return
+            takeover = self._takeover_at(doc, now)
+            if takeover is not None:
+                # Another live daemon is preferred: it claims first; this one only if the
+                # task is still unclaimed at ``takeover``.
+                self._requeue(doc, takeover + self.settings.scheduler_claim_ahead)
+                stats["deferred"] += 1
+                return
+            fires[worker].append(doc)
+        elif action.kind == "cancel":
+            out = self._acknowledge_cancel(doc, now)
+            if out is not None:
+                writes.append(out)
+                stats["canceled"] += 1
+            else:
+                later.append(doc)
+        elif action.kind == "recover":
+            worker = doc.get("worker", "")
+            if self.quorum_lost_since is not None:
+                later.append(doc)  # the majority side recovers it, if its lease really ended
+                return
+            if self.dispatcher.running_here(worker, doc["_id"]):
+                later.append(doc)  # our live worker still has it: its write will settle it
+                return
+            # Like a claim, a lease that ended is taken back by the task's preferred daemon
+            # first: daemons recovering one task at the same instant race (on a cluster,
+            # into conflicting leaves that cost another lease).
+            takeover = self._takeover_at(doc, now, since=timing.agenda_time(doc))
+            if takeover is not None:
+                self._requeue(doc, takeover + self.settings.scheduler_claim_ahead)
+                return
+            writes.append(self.recovered(doc, now, reason="lost"))
+            stats["recovered"] += 1
+        elif action.kind == "expire":
+            doc["error"] = error_info("expired", message=f"expired at {doc.get('expires')} before it started")
+            writes.append(model.set_status(doc, model.ERR, self.daemon_id, now, limit=limit))
+            stats["expired"] += 1
+        elif action.kind == "miss":
+            writes.append(self._missed(doc, action, now))
+            stats["missed"] += 1
+
+    def _ends(self, now: datetime, stats: dict[str, int]) -> list[dict[str, Any]]:
+        """The ``err`` documents ending what was set apart as invalid or broken (cleared)."""
+        limit = self.settings.scheduler_history_limit
+        out: list[dict[str, Any]] = []
+        for task_id, (doc, message, field) in self._invalid.items():
+            log.warning("task %s: not a valid task (%s): ended err (invalid)", task_id, message)
+            out.append(triage.ended_invalid(doc, message, field, by=self.daemon_id, now=now, limit=limit))
+            stats["invalid"] += 1
+        for doc, exc, where in self._broken.values():
+            if doc.get("status") in model.TERMINAL and doc.get("type") == "task":
+                continue  # finished already: nothing to end
+            out.append(triage.ended_internal(doc, exc, where=where, by=self.daemon_id, now=now, limit=limit))
+            stats["internal"] += 1
+        for task_id in list(self._invalid) + list(self._broken):
+            self.tasks.pop(task_id, None)
+        self._invalid.clear()
+        self._broken.clear()
+        return out
 
     def backlog(self, worker: str) -> int:
         """Tasks of ``worker`` due and this daemon's to claim, waiting for a free slot."""

@@ -581,6 +581,12 @@ class Store:
         reply = await self.view("conflicts", include_docs=True, conflicts=True, limit=limit)
         return [row["doc"] for row in reply.get("rows", []) if row.get("doc")]
 
+    async def strays(self, *, limit: int = 500) -> list[dict[str, Any]]:
+        """Documents that look like tasks but are not valid ones in a way no other view shows
+        (an id ``task:…`` without ``type``, an unknown status): see ``design.py``."""
+        reply = await self.view("strays", include_docs=True, limit=limit)
+        return [row["doc"] for row in reply.get("rows", []) if row.get("doc")]
+
     async def count_by_status(self) -> dict[str, int]:
         reply = await self.view("by_status", group_level=1, reduce=True)
         return {row["key"][0]: row["value"] for row in reply.get("rows", [])}

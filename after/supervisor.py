@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import collections
 import contextlib
 import dataclasses
 import json
@@ -123,6 +124,8 @@ class Supervisor:
         self.start_observers: list[Callable[[str, str, float], None]] = []
         #: Called with (worker, job name, status) for every task a worker finished (metrics).
         self.finish_observers: list[Callable[[str, str, str | None], None]] = []
+        #: Tasks each worker's runner ended err (internal): a failure contained to the task.
+        self.contained: dict[str, int] = collections.defaultdict(int)
 
     # -- public API ------------------------------------------------------------------------
 
@@ -180,9 +183,9 @@ class Supervisor:
         over; one being restarted (in a backoff, crash-looping) is restarted now. Only a
         worker that runs, or whose first start is under way, is a conflict.
         """
-        from after.model import _NAME
+        from after.model import valid_name
 
-        if not _NAME.match(name):
+        if not valid_name(name):
             raise InvalidInput(f"name: invalid worker name {name!r} (letters, digits, _ . @ -)", field="name")
         if concurrency < 1 or concurrency > 1000:
             raise InvalidInput("concurrency: expected 1..1000", field="concurrency")
@@ -444,6 +447,8 @@ class Supervisor:
             job = msg.get("job") or _job_name(sent)
             for obs in self.finish_observers:
                 obs(wp.name, str(job), msg.get("status"))
+            if msg.get("contained"):
+                self.contained[wp.name] += 1  # the runner ended it err (internal)
             self.on_change(wp.name)
         elif op == "dropped":
             # A task the worker could not take (it logged why): not running there.

@@ -49,6 +49,13 @@ def install(app: web.Application) -> None:
     )
     restarts = Gauge("after_worker_restarts", "Restarts of each worker process since it was started", ["worker"], registry=reg)
     running = Gauge("after_worker_running", "1 when the worker process runs", ["worker"], registry=reg)
+    contained = Counter(
+        "after_contained_failures_total",
+        "Failures contained to the one task that caused them (that task ended err, reason internal), by where: observe, plan, fire, recover, ..., worker",
+        ["where"],
+        registry=reg,
+    )
+    contained_seen: dict[str, int] = {}
     store_latency = Histogram("after_store_request_seconds", "CouchDB request latency by verb", ["verb"], buckets=_STORE_BUCKETS, registry=reg)
 
     def on_dispatch(seconds: float, worker: str, job: str) -> None:
@@ -78,6 +85,12 @@ def install(app: web.Application) -> None:
             if delta > 0:
                 actions.labels(kind).inc(delta)
             seen[kind] = value
+        runners = {"worker": sum(app[SUPERVISOR].contained.values())}
+        for where, value in [*sched.contained.items(), *runners.items()]:
+            delta = value - contained_seen.get(where, 0)
+            if delta > 0:
+                contained.labels(where).inc(delta)
+            contained_seen[where] = value
         for info in app[SUPERVISOR].list():
             restarts.labels(info["name"]).set(info["restarts"])
             running.labels(info["name"]).set(1 if info["running"] else 0)
