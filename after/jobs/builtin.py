@@ -97,6 +97,17 @@ async def http(
         kwargs["json"] = body
     elif body is not None:
         kwargs["data"] = str(body)
+    try:
+        return await _request(aiohttp, method, url, kwargs, timeout)
+    except TimeoutError as exc:
+        raise JobFailed(f"{method.upper()} {url}: no answer within {timeout}s", result=None) from exc
+    except (aiohttp.ClientError, OSError, ValueError) as exc:
+        # Refused, unreachable, a bad URL: the call failed (reason ``failed``, as for a
+        # non-2xx answer), which is not a crash of the job.
+        raise JobFailed(f"{method.upper()} {url}: {type(exc).__name__}: {exc}", result=None) from exc
+
+
+async def _request(aiohttp: Any, method: str, url: str, kwargs: dict[str, Any], timeout: float) -> dict[str, Any]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
         async with session.request(method.upper(), url, **kwargs) as resp:
             raw = await resp.read()
