@@ -164,6 +164,9 @@ class Daemon:
             scheduler.registry = registry
             supervisor.start_observers.append(lambda worker, job, lag: scheduler.fire_lags.append((time.time(), lag)))
             app = create_app(s, store=store, supervisor=supervisor, scheduler=scheduler, token=token, extra={"embedded": self.embedded})
+            # Workers first: they need nothing of the scheduler or the port, and the daemon is
+            # expected to have them back as soon as it answers (GET /workers/NAME, not a 404).
+            await supervisor.restore()
             runner = web.AppRunner(app, access_log=None, handle_signals=False)
             await runner.setup()
             site = web.TCPSite(runner, s.server_host, s.server_port, reuse_address=True)
@@ -175,9 +178,6 @@ class Daemon:
                 await registry.beat()  # known to the others before the first claim
             except AfterError as exc:
                 log.warning("heartbeat: %s (retried by the heartbeat loop)", exc.message)
-            # Workers first: they need nothing of the scheduler, and the daemon is expected to
-            # have them back as soon as it answers.
-            await supervisor.restore()
             await scheduler.start()
             registry.start()
             self._write_pidfile()

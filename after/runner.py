@@ -642,6 +642,11 @@ class Runner:
                 # History: what others wrote meanwhile (a client's cancel) stays; our own
                 # new entries go after it.
                 merged["history"] = model.merge_history(fresh.get("history"), cur.get("history"), final.get("history"), limit=self._limit())
+                if fresh.get("status") == model.CANCEL and final.get("status") in (model.RESCHEDULE, model.WAITING):
+                    # Canceled while this run ended: the run is over, so the cancel is
+                    # acknowledged instead of the next cron run or retry it would have
+                    # scheduled (which would silently drop the client's intent).
+                    model.set_status(merged, model.CANCELED, self.by, self.clock(), limit=self._limit())
                 doc = merged
 
     async def _ours_after_conflict(self, ours: dict[str, Any], claimed: Mapping[str, Any]) -> dict[str, Any] | None:

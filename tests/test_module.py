@@ -60,6 +60,9 @@ async def test_in_process_cancel_reschedule_and_cron(couch: Couch, dbname: str) 
         doc = await after.get(repeating["_id"])
         assert doc["runs"] and doc["status"] in ("reschedule", "schedule", "scheduled")
         await after.cancel(repeating["_id"])
+        # Whatever the moment (between runs, or a run ending just then), a cancel is never
+        # lost to the next occurrence: it ends canceled.
+        assert (await after.wait(repeating["_id"], timeout=30))["status"] == "canceled"
 
 
 async def test_client_only_schedules_for_a_daemons_worker(daemon: Daemon, couch: Couch, dbname: str) -> None:
