@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import ROOT, Couch, Daemon, daemon_env, wait_until
+from test_api import running_daemon
 
 from after.embedded import free_port
 
@@ -68,8 +70,16 @@ def test_daemon_worker_and_job_process_started_from_there_work(couch: Couch, dbn
     assert down.returncode == 0, down.stderr
 
 
+@pytest.fixture(scope="module")
+def shared(couch: Couch, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """One daemon for the path tests: they only read, and each is refused by name."""
+    with running_daemon(couch, tmp_path_factory.mktemp("segments")) as d:
+        yield d
+
+
 @pytest.mark.parametrize("name", ["../workers", "a/b", "..", "x?y#z", "%2e%2e"])
-def test_task_ids_are_one_path_segment(daemon: Daemon, name: str) -> None:
+def test_task_ids_are_one_path_segment(shared: Daemon, name: str) -> None:
+    daemon = shared
     res = daemon.cli("task", "show", name, check=False)
     assert res.returncode == 1
     assert "(HTTP 404)" in res.stderr and name in res.stderr, res.stderr
@@ -80,8 +90,9 @@ def test_task_ids_are_one_path_segment(daemon: Daemon, name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["../tasks", "a/b", ".."])
-def test_worker_names_are_one_path_segment(daemon: Daemon, name: str) -> None:
+def test_worker_names_are_one_path_segment(shared: Daemon, name: str) -> None:
     """The name reaches the daemon whole, which refuses it by name (400), never another route."""
+    daemon = shared
     for command in (["stop", name], ["log", name], ["log", "-f", name], ["clean", name], ["start", name]):
         res = daemon.cli(*command, check=False)
         assert res.returncode == 1, (command, res.stdout)

@@ -89,40 +89,43 @@ def test_the_string_form_of_job_written_directly_runs_and_the_worker_lives(victi
 BASE = {"type": "task", "worker": WORKER, "job": {"name": "noop"}, "status": "waiting"}
 
 
-@pytest.mark.parametrize(
-    ("change", "field"),
-    [
-        ({"type": None}, "type"),  # finding 7: no type, in the task: id space
-        ({"status": "bogus"}, "status"),
-        ({"worker": None}, "worker"),
-        ({"worker": 42}, "worker"),
-        ({"job": 5}, "job"),
-        ({"job": {"name": "noop", "arguments": "x"}}, "job.arguments"),
-        ({"date": "someday"}, "date"),
-        ({"cron": "0 0 30 2 *"}, "cron"),  # finding 2: never fires
-        ({"cron": "0 0 31 4 *", "status": "scheduled", "lease": {"id": "l", "daemon": "d", "until": "2000-01-01T00:00:00Z"}}, "cron"),
-        ({"timeout": 1e12}, "timeout"),  # finding 4
-        ({"retry": {"max": "3"}}, "retry.max"),
-        ({"status": "scheduled", "lease": "mine"}, "lease"),
-        ({"attempts": -1}, "attempts"),
-    ],
-)
-def test_a_direct_document_that_is_not_a_task_ends_err_invalid_naming_the_field(
-    victim: Daemon, couch: Couch, dbname: str, change: dict[str, Any], field: str
-) -> None:
+#: Direct documents of every bad shape, each with the field its error must name.
+BAD: list[tuple[dict[str, Any], str]] = [
+    ({"type": None}, "type"),  # finding 7: no type, in the task: id space
+    ({"status": "bogus"}, "status"),
+    ({"worker": None}, "worker"),
+    ({"worker": 42}, "worker"),
+    ({"job": 5}, "job"),
+    ({"job": {"name": "noop", "arguments": "x"}}, "job.arguments"),
+    ({"date": "someday"}, "date"),
+    ({"cron": "0 0 30 2 *"}, "cron"),  # finding 2: never fires
+    ({"cron": "0 0 31 4 *", "status": "scheduled", "lease": {"id": "l", "daemon": "d", "until": "2000-01-01T00:00:00Z"}}, "cron"),
+    ({"timeout": 1e12}, "timeout"),  # finding 4
+    ({"retry": {"max": "3"}}, "retry.max"),
+    ({"status": "scheduled", "lease": "mine"}, "lease"),
+    ({"attempts": -1}, "attempts"),
+]
+
+
+def test_a_direct_document_that_is_not_a_task_ends_err_invalid_naming_the_field(victim: Daemon, couch: Couch, dbname: str) -> None:
+    """All written at once into one daemon's database: each ends err naming its field."""
     pid = worker_pid(victim)
-    doc_id = f"task:bad-{uuid.uuid4().hex[:8]}"
-    doc = {k: v for k, v in {**BASE, "_id": doc_id, "date": now_iso(), **change}.items() if v is not None}
-    status, reply = put_direct(couch, dbname, doc)
-    assert status == 201, reply
-    ended = victim.wait_status(doc_id, "err", timeout=60)
-    assert ended["error"]["reason"] == "invalid", ended
-    assert ended["error"]["field"] == field, ended["error"]
-    assert ended["error"]["message"].startswith(field + ":"), ended["error"]
-    assert ended["type"] == "task"
-    # Listed as what it is, never as an unknown status.
-    status, page = victim.api("GET", "/tasks?status=err")
-    assert doc_id in [t["_id"] for t in page["tasks"]]
+    expected: dict[str, str] = {}
+    for i, (change, field) in enumerate(BAD):
+        doc_id = f"task:bad-{i}-{field}"
+        doc = {k: v for k, v in {**BASE, "_id": doc_id, "date": now_iso(), **change}.items() if v is not None}
+        status, reply = put_direct(couch, dbname, doc)
+        assert status == 201, reply
+        expected[doc_id] = field
+    for doc_id, field in expected.items():
+        ended = victim.wait_status(doc_id, "err", timeout=60)
+        assert ended["error"]["reason"] == "invalid", ended
+        assert ended["error"]["field"] == field, ended["error"]
+        assert ended["error"]["message"].startswith(field + ":"), ended["error"]
+        assert ended["type"] == "task"
+    # Listed as what they are, never as an unknown status.
+    status, page = victim.api("GET", "/tasks?status=err&limit=100")
+    assert set(expected) <= {t["_id"] for t in page["tasks"]}
     assert set(victim.api("GET", "/stats")[1]["counts"]) <= set(model.STATUSES)
     assert_alive_and_working(victim, pid)
 
