@@ -173,7 +173,3 @@ def normalized(doc: Mapping[str, Any]) -> dict[str, Any]:
 
 def is_task(doc: Mapping[str, Any]) -> bool:
     return doc.get("type") == "task" and not str(doc.get("_id", "")).startswith("_design/")
-
-
-def valid_name(name: object) -> bool:
-    return schema.valid_name(name)

@@ -273,16 +273,7 @@ class Runner:
         try:
             out = triage.ended_internal(doc, exc, where="worker", by=self.by, now=self.clock(), limit=self._limit())
             await self._write_final(doc, out)
-            self.notify(
-                {
-                    "op": "finished",
-                    "id": doc.get("_id"),
-                    "status": model.ERR,
-                    "job": _job_name(doc),
-                    "lease": (doc.get("lease") or {}).get("id") if isinstance(doc.get("lease"), Mapping) else None,
-                    "contained": True,
-                }
-            )
+            self._finished(doc, model.ERR, contained=True)
         except Exception:
             # The scheduler recovers it when its lease ends (or ends it, if it fails there too).
             log.exception("task %s: cannot end it err (internal); its lease will end", doc.get("_id"))
@@ -313,11 +304,14 @@ class Runner:
         await self._write_final(doc, out)
         self._finished(doc, status)
 
-    def _finished(self, doc: Mapping[str, Any], status: Any) -> None:
+    def _finished(self, doc: Mapping[str, Any], status: Any, *, contained: bool = False) -> None:
         """Tell the daemon this claim is over (its lease id says which claim: the next one of
-        the same task may already be on its way)."""
+        the same task may already be on its way); ``contained``: ended err (internal)."""
         lease = (doc.get("lease") or {}).get("id")
-        self.notify({"op": "finished", "id": doc["_id"], "status": status, "job": _job_name(doc), "lease": lease})
+        msg = {"op": "finished", "id": doc["_id"], "status": status, "job": _job_name(doc), "lease": lease}
+        if contained:
+            msg["contained"] = True
+        self.notify(msg)
 
     def _timeout(self, doc: Mapping[str, Any]) -> float:
         return float(doc.get("timeout") or self.settings.scheduler_default_timeout)

@@ -207,7 +207,9 @@ class Scheduler:
             return
         self._conflicted.pop(task_id, None)
         self._conflicted_since.pop(task_id, None)
-        if doc.get("type") != "task" or doc.get("status") not in model.TERMINAL:
+        if held is not None and held.get("_rev") == doc.get("_rev"):
+            doc = held  # the revision held, already checked (a window refresh reads it again)
+        elif doc.get("type") != "task" or doc.get("status") not in model.TERMINAL:
             try:
                 doc = model.normalized(doc)
             except InvalidInput as exc:
@@ -370,8 +372,11 @@ class Scheduler:
         """
         for doc in await self.store.conflicted(limit=self.settings.scheduler_claim_batch):
             self.observe(doc)
-        # And documents that look like tasks but no view of the agenda shows (no type, an
-        # unknown status): written while no daemon watched the changes feed.
+
+    async def find_strays(self) -> None:
+        """Pick up documents that look like tasks but no agenda view shows (no ``type``, an
+        unknown status): written while no daemon watched the changes feed. Each is ended
+        ``err`` (invalid) by the next tick."""
         for doc in await self.store.strays(limit=self.settings.scheduler_claim_batch):
             self.observe(doc)
 
@@ -415,14 +420,12 @@ class Scheduler:
         limit = self.settings.scheduler_history_limit
         writes: list[dict[str, Any]] = []
         stats: dict[str, int] = defaultdict(int)
-        writes += self._ends(now, stats)
         valid = [doc for doc in due if doc["_id"] not in self._broken]
         fires: dict[str, list[dict[str, Any]]] = defaultdict(list)
         later: list[dict[str, Any]] = []
         plan, failed = triage.plan_contained(now, valid, ahead=self.settings.scheduler_claim_ahead)
         for task, exc in failed:
             self.contain(dict(task), exc, "plan")
-            writes += self._ends(now, stats)
         # Popped a little early but not acted on yet (a lease ending within the claim-ahead
         # window): back on the heap at their own time.
         acted = {a.task["_id"] for a in plan}
@@ -434,6 +437,7 @@ class Scheduler:
                 self._act(action, now, stats, fires, later, writes)
             except Exception as exc:
                 self.contain(dict(action.task), exc, action.kind)
+        # What was set apart since the last tick (observed invalid or broken) or in this one.
         writes += self._ends(now, stats)
         # Held tasks (a cancel of another daemon's running task) are looked at again later.
         for doc in later:
@@ -760,6 +764,7 @@ class Scheduler:
             await self.registry.load()
         await self.refresh_window(utcnow())
         await self.find_conflicts()
+        await self.find_strays()
 
     async def _load_when_reachable(self) -> None:
         delay = 0.5
@@ -837,6 +842,7 @@ class Scheduler:
             try:
                 await self.refresh_window(utcnow())
                 await self.find_conflicts()
+                await self.find_strays()
             except StoreUnavailable as exc:
                 log.warning("window refresh: %s", exc.message)
 

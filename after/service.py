@@ -71,12 +71,6 @@ def query_date(value: Any) -> Any:
     return value
 
 
-def valid_name(name: object) -> bool:
-    """A worker name: letters, digits, ``_ . @ -``, at most 64. The whole string, so a
-    trailing newline (which ``$`` lets through) is refused: names become file names."""
-    return model.valid_name(name)
-
-
 def check_rev(doc: Mapping[str, Any], rev: str | None) -> None:
     """With ``rev`` (the client's ``If-Match``), refuse to act on a task that changed since it was read."""
     if rev is not None and doc.get("_rev") != rev:
@@ -111,8 +105,6 @@ class Tasks:
         for i, body in enumerate(bodies):
             try:
                 doc = model.new_task(body, now=now, by=self.by, history_limit=self._limit)
-                if not valid_name(doc["worker"]):
-                    raise InvalidInput(f"worker: invalid name {doc['worker']!r} (letters, digits, _ . @ -)", field="worker")
                 if jobs_of is not None:
                     known = jobs_of(doc["worker"])
                     name = doc["job"]["name"]

@@ -576,16 +576,19 @@ class Store:
             reply: dict[str, Any] = await self.db.view(DESIGN, name)._get(**params)
         return reply
 
+    async def view_docs(self, name: str, **params: Any) -> list[dict[str, Any]]:
+        """The documents of view ``name``'s rows (``include_docs``), deleted ones left out."""
+        reply = await self.view(name, include_docs=True, **params)
+        return [row["doc"] for row in reply.get("rows", []) if row.get("doc")]
+
     async def conflicted(self, *, limit: int = 500) -> list[dict[str, Any]]:
         """Tasks that have conflicting leaves (each with its ``_conflicts``)."""
-        reply = await self.view("conflicts", include_docs=True, conflicts=True, limit=limit)
-        return [row["doc"] for row in reply.get("rows", []) if row.get("doc")]
+        return await self.view_docs("conflicts", conflicts=True, limit=limit)
 
     async def strays(self, *, limit: int = 500) -> list[dict[str, Any]]:
         """Documents that look like tasks but are not valid ones in a way no other view shows
         (an id ``task:…`` without ``type``, an unknown status): see ``design.py``."""
-        reply = await self.view("strays", include_docs=True, limit=limit)
-        return [row["doc"] for row in reply.get("rows", []) if row.get("doc")]
+        return await self.view_docs("strays", limit=limit)
 
     async def count_by_status(self) -> dict[str, int]:
         reply = await self.view("by_status", group_level=1, reduce=True)
@@ -593,8 +596,7 @@ class Store:
 
     async def finished_before(self, cutoff_ms: int, *, view: str = "finished", limit: int = 500) -> list[dict[str, Any]]:
         """Finished tasks whose key (last update, or expiry for ``expiring``) is <= ``cutoff_ms``."""
-        reply = await self.view(view, endkey=cutoff_ms, limit=limit, include_docs=True)
-        return [row["doc"] for row in reply.get("rows", []) if row.get("doc")]
+        return await self.view_docs(view, endkey=cutoff_ms, limit=limit)
 
     async def compact(self) -> dict[str, Any]:
         """Start compaction of this database (needs database admin: the worker role is)."""

@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from after import procgroup
+from after import procgroup, schema
 from after.config import Settings
 from after.errors import Conflict, InvalidInput, NotFound
 from after.logfiles import LogFile, tail
@@ -183,9 +183,7 @@ class Supervisor:
         over; one being restarted (in a backoff, crash-looping) is restarted now. Only a
         worker that runs, or whose first start is under way, is a conflict.
         """
-        from after.model import valid_name
-
-        if not valid_name(name):
+        if not schema.valid_name(name):
             raise InvalidInput(f"name: invalid worker name {name!r} (letters, digits, _ . @ -)", field="name")
         if concurrency < 1 or concurrency > 1000:
             raise InvalidInput("concurrency: expected 1..1000", field="concurrency")

@@ -82,7 +82,9 @@ def from_ts(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
 
 
-def zone(name: str | None, *, field: str = "timezone") -> ZoneInfo:
+def zone(name: Any, *, field: str = "timezone") -> ZoneInfo:
+    if name is not None and not isinstance(name, str):
+        raise Unprocessable(f"{field}: expected a zone name like 'Europe/Lisbon', got {name!r}", field=field)
     try:
         return ZoneInfo(name or "UTC")
     except (ZoneInfoNotFoundError, ValueError):
@@ -150,7 +152,7 @@ def next_cron(expr: str, after: datetime, *, tz: str | None = None, field: str =
     if not isinstance(expr, str):
         raise Unprocessable(f"{field}: not a valid cron expression: {expr!r}", field=field)
     try:
-        return _next_cron(expr, after, zone(tz if isinstance(tz, str) or tz is None else "?"))
+        return _next_cron(expr, after, zone(tz))
     except (CroniterError, ValueError, KeyError, OverflowError, TypeError, IndexError):
         # croniter's "no match within 50 years" (CroniterBadDateError), and any other way
         # it can fail on an expression: the schedule never fires, which is the user's to fix.

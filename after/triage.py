@@ -22,33 +22,35 @@ from typing import Any
 from after import model, timing
 
 
-def ended_invalid(doc: Mapping[str, Any], message: str, field: str | None, *, by: str, now: datetime, limit: int) -> dict[str, Any]:
-    """``doc`` ended ``err``: ``error`` = ``{reason: invalid, message, field}``.
+def _ended(doc: Mapping[str, Any], error: dict[str, Any], *, reason: str, by: str, now: datetime, limit: int) -> dict[str, Any]:
+    """``doc`` ended ``err`` with ``error``.
 
     ``type`` is set to ``task`` so the document shows in every listing (a document whose
     id says it is a task but which lacks the type would otherwise be invisible), and a
-    lease is dropped: no worker can be running what is not a task.
+    lease is dropped: no worker runs a task that ended. A history of another shape than
+    After's is started anew.
     """
     bad = {k: v for k, v in doc.items() if k not in ("lease", "_conflicts")}
     bad["type"] = "task"
     if not isinstance(bad.get("history"), list) or not all(isinstance(e, dict) for e in bad["history"]):
         bad["history"] = []
+    bad["error"] = error
+    return model.set_status(bad, model.ERR, by, now, limit=limit, reason=reason)
+
+
+def ended_invalid(doc: Mapping[str, Any], message: str, field: str | None, *, by: str, now: datetime, limit: int) -> dict[str, Any]:
+    """``doc`` ended ``err``: ``error`` = ``{reason: invalid, message, field}``."""
     error: dict[str, Any] = {"reason": "invalid", "type": "invalid", "message": message}
     if field:
         error["field"] = field
-    bad["error"] = error
-    return model.set_status(bad, model.ERR, by, now, limit=limit, reason=f"invalid: {message}")
+    return _ended(doc, error, reason=f"invalid: {message}", by=by, now=now, limit=limit)
 
 
 def ended_internal(doc: Mapping[str, Any], exc: BaseException, *, where: str, by: str, now: datetime, limit: int) -> dict[str, Any]:
     """``doc`` ended ``err`` with reason ``internal``: handling it raised ``exc`` in ``where``."""
-    bad = {k: v for k, v in doc.items() if k not in ("lease", "_conflicts")}
-    bad["type"] = "task"
-    if not isinstance(bad.get("history"), list):
-        bad["history"] = []
     message = f"{where}: {type(exc).__name__}: {exc}"[:2000]
-    bad["error"] = {"reason": "internal", "type": type(exc).__name__, "message": message}
-    return model.set_status(bad, model.ERR, by, now, limit=limit, reason="internal")
+    error = {"reason": "internal", "type": type(exc).__name__, "message": message}
+    return _ended(doc, error, reason="internal", by=by, now=now, limit=limit)
 
 
 def plan_contained(now: datetime, tasks: Sequence[Mapping[str, Any]], *, ahead: float) -> tuple[list[timing.Action], list[tuple[Mapping[str, Any], Exception]]]:

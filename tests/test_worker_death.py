@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from conftest import ROOT, TESTS, Couch, Daemon, iso_in, spawn_daemon, wait_until
+from test_embedded import embedded_env
 
 from after.config import Settings
 from after.embedded import free_port
@@ -256,16 +257,6 @@ def test_the_worker_log_has_a_line_per_task_start_and_end(daemon: Daemon) -> Non
 
 
 # -- shutdown ----------------------------------------------------------------------------------------
-
-
-def embedded_env(state: Path, port: int) -> dict[str, str]:
-    """A daemon with its own embedded CouchDB (no URL configured)."""
-    config = state.parent / "empty.toml"
-    config.parent.mkdir(parents=True, exist_ok=True)
-    config.write_text("")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AFTER_")}
-    env.update({"AFTER_CONFIG": str(config), "AFTER_STATE_DIR": str(state), "AFTER_PORT": str(port), "PYTHONPATH": str(TESTS / "jobs")})
-    return env
 
 
 @pytest.fixture
