@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from after import model
+from after import intents, model
 
 #: The design document's name (``_design/after``).
 DESIGN = "after"
@@ -86,24 +86,70 @@ function (doc) {
 }
 """
 
-# Runs inside CouchDB on every write, whoever writes: the statuses only the scheduler
-# and workers may write are refused to users without the after_worker role. Deletions
-# and non-task documents are not its business.
+# Runs inside CouchDB on every write, whoever writes. Users with the after_worker role
+# (the daemons and workers) and server admins write anything; everyone else is held to
+# the client's intents: after.intents.refusal in JavaScript, over the same tables (so
+# REST and CouchDB refuse the same writes with the same message).
 _VALIDATE = """
 function (newDoc, oldDoc, userCtx, secObj) {
-  if (newDoc._deleted || newDoc.type !== 'task') return;
-  var roles = userCtx.roles || [];
-  var trusted = roles.indexOf('%(role)s') !== -1 || roles.indexOf('_admin') !== -1;
-  var s = newDoc.status;
-  var reserved = s === 'schedule' || s === 'scheduled' || s === 'canceled';
-  if (reserved && !trusted && !(oldDoc && oldDoc.status === s)) {
-    throw({forbidden: "status '" + s + "' can only be written by a worker (CouchDB role %(role)s)"});
+  var may = %(may)s, messages = %(messages)s, heldMayChange = %(held_may_change)s;
+  var statuses = %(statuses)s;
+  function isTask(d) {
+    if (!d || d._deleted) return false;
+    var named = typeof d._id === 'string';
+    if (named && d._id.indexOf('_design/') === 0) return false;
+    return d.type === 'task' || (named && d._id.indexOf('task:') === 0);
   }
-  if (typeof newDoc.status !== 'string') {
+  function stateOf(d) {
+    if (!d || d._deleted) return '%(new)s';
+    var s = d.status;
+    if (s === 'schedule' || s === 'scheduled') return '%(held)s';
+    if (s === 'cancel' && d.lease !== null && typeof d.lease === 'object' && !Array.isArray(d.lease)) return '%(held)s';
+    return statuses.indexOf(s) !== -1 ? s : '%(other)s';
+  }
+  function same(a, b) {
+    if (a === b) return true;
+    if (a === null || b === null || typeof a !== 'object' || typeof b !== 'object') return false;
+    if (Array.isArray(a) !== Array.isArray(b)) return false;
+    var ka = Object.keys(a), kb = Object.keys(b);
+    if (ka.length !== kb.length) return false;
+    for (var i = 0; i < ka.length; i++) {
+      if (!Object.prototype.hasOwnProperty.call(b, ka[i]) || !same(a[ka[i]], b[ka[i]])) return false;
+    }
+    return true;
+  }
+  if (!isTask(oldDoc) && !isTask(newDoc)) return;
+  if (newDoc.type === 'task' && !newDoc._deleted && typeof newDoc.status !== 'string') {
     throw({forbidden: 'a task needs a status'});
   }
+  var roles = userCtx.roles || [];
+  if (roles.indexOf('%(role)s') !== -1 || roles.indexOf('_admin') !== -1) return;
+  var state = stateOf(oldDoc);
+  var target = newDoc._deleted ? '%(delete)s' : statuses.indexOf(newDoc.status) !== -1 ? newDoc.status : null;
+  if (may[state].indexOf(target) === -1) throw({forbidden: messages[state]});
+  if (state === '%(held)s' && !newDoc._deleted) {
+    var keys = {}, changed = [], k;
+    for (k in oldDoc) keys[k] = true;
+    for (k in newDoc) keys[k] = true;
+    for (k in keys) {
+      if (k.charAt(0) === '_' || heldMayChange.indexOf(k) !== -1) continue;
+      var inOld = Object.prototype.hasOwnProperty.call(oldDoc, k), inNew = Object.prototype.hasOwnProperty.call(newDoc, k);
+      if (inOld !== inNew || !same(oldDoc[k], newDoc[k])) changed.push(k);
+    }
+    if (changed.length) throw({forbidden: messages[state] + '; this write changes ' + changed.sort().join(', ')});
+  }
 }
-""" % {"role": model.WORKER_ROLE}
+""" % {
+    "may": json.dumps(intents.CLIENT_MAY, sort_keys=True),
+    "messages": json.dumps(intents.MESSAGES, sort_keys=True),
+    "held_may_change": json.dumps(intents.HELD_CANCEL_MAY_CHANGE),
+    "new": intents.NEW,
+    "held": intents.HELD,
+    "other": intents.OTHER,
+    "delete": intents.DELETE,
+    "role": model.WORKER_ROLE,
+    "statuses": json.dumps(list(model.STATUSES)),
+}
 
 
 def design_document() -> dict[str, Any]:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from after import model, timing
+from after import intents, model, timing
 from after.bulkwriter import BulkWriter
 from after.config import Settings
 from after.errors import Conflict, InvalidInput, NotFound, Uncertain, Unprocessable
@@ -75,6 +75,16 @@ def check_rev(doc: Mapping[str, Any], rev: str | None) -> None:
     """With ``rev`` (the client's ``If-Match``), refuse to act on a task that changed since it was read."""
     if rev is not None and doc.get("_rev") != rev:
         raise Conflict(f"stale revision: task {doc.get('_id')!r} is at revision {doc.get('_rev')}, not {rev}", field="rev")
+
+
+def permitted(old: dict[str, Any], new: dict[str, Any] | None) -> dict[str, Any]:
+    """``new`` if a client may replace ``old`` by it (None: delete it); else 409 naming the
+    rule. The same rule CouchDB's ``validate_doc_update`` holds direct writers to
+    (:mod:`after.intents`): the daemon writes with the worker's account, so it checks first."""
+    why = intents.refusal(old, new)
+    if why is not None:
+        raise Conflict(why, field="status")
+    return new if new is not None else old
 
 
 class Tasks:
@@ -179,12 +189,9 @@ class Tasks:
         if the task is still at that revision (409 otherwise)."""
 
         def change(doc: dict[str, Any]) -> dict[str, Any]:
-            status = doc.get("status")
-            if status in model.TERMINAL:
-                raise Conflict(f"task is already {status}; nothing to cancel")
-            if status == model.CANCEL:
+            if doc.get("status") == model.CANCEL:
                 return doc
-            return model.set_status(doc, model.CANCEL, self.by, self.clock(), limit=self._limit)
+            return permitted(doc, model.set_status(dict(doc), model.CANCEL, self.by, self.clock(), limit=self._limit))
 
         return await self._intent(raw_id, change, rev)
 
@@ -194,12 +201,8 @@ class Tasks:
         when = timing.parse_date(date)
 
         def change(doc: dict[str, Any]) -> dict[str, Any]:
-            status = doc.get("status")
-            if status in model.HELD or status == model.CANCEL:
-                raise Conflict(f"task is {status} (running or being canceled); cancel it first or wait")
-            doc["date"] = timing.fmt(when)
-            doc["attempts"] = 0
-            return model.set_status(doc, model.RESCHEDULE, self.by, self.clock(), limit=self._limit)
+            new = dict(doc, date=timing.fmt(when), attempts=0)
+            return permitted(doc, model.set_status(new, model.RESCHEDULE, self.by, self.clock(), limit=self._limit))
 
         return await self._intent(raw_id, change, rev)
 
@@ -207,8 +210,7 @@ class Tasks:
         """Remove a task (a CouchDB deletion: replicated as such). Not while it runs."""
         doc = await self.get(raw_id)
         check_rev(doc, rev)
-        if doc.get("status") in model.HELD:
-            raise Conflict("task is running; cancel it first")
+        permitted(doc, None)
         # The tombstone keeps the worker, so /events can tell that worker's watchers.
         tombstone = {"_id": doc["_id"], "_rev": doc["_rev"], "_deleted": True, "type": "task", "worker": doc.get("worker")}
         res = (await self.store.write_many([tombstone]))[doc["_id"]]

@@ -69,7 +69,7 @@ def test_clients_cannot_write_worker_only_statuses_in_couchdb(daemon: Daemon, co
 
     with pytest.raises(Forbidden) as err:
         direct(couch, dbname, forge)
-    assert "only be written by a worker" in err.value.message
+    assert "the task is waiting: a client may only" in err.value.message
 
     async def forge_canceled(store: Any) -> None:
         doc = await store.get(reply["id"])
@@ -108,7 +108,7 @@ def test_rest_cancel_of_a_waiting_task(daemon: Daemon) -> None:
     doc = daemon.wait_status(reply["id"], "canceled", timeout=3)
     assert [h["status"] for h in doc["history"]][-2:] == ["cancel", "canceled"]
     status, body = daemon.api("POST", f"/tasks/{tid(reply['id'])}/cancel")
-    assert status == 409 and "already canceled" in body["message"]
+    assert status == 409 and "the task is canceled: a client may only reschedule it or delete it" in body["message"]
 
 
 def test_cancel_stops_a_running_job(daemon: Daemon, tmp_path: Path) -> None:
