@@ -232,3 +232,21 @@ def test_state_secrets_are_for_the_owner_only(couch: Couch, tmp_path: Path) -> N
         assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
     for path in secrets.iterdir():
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+def test_make_install_puts_the_readme_the_unit_names(tmp_path: Path) -> None:
+    if shutil.which("make") is None:
+        pytest.skip("no make")
+    env = make_env(tmp_path, "unused")
+    prefix = "/opt/after-test"
+    argv = ["make", "-n", "-o", "config.mk", "-o", ".venv/.installed", f"PREFIX={prefix}"]
+    install = subprocess.run([*argv, "install"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert install.returncode == 0, install.stderr
+    assert f"README.md {prefix}/share/after/" in install.stdout
+    assert f"sed 's#/usr/local/#{prefix}/#g' etc/after.service > {prefix}/share/after/after.service" in install.stdout
+    uninstall = subprocess.run([*argv, "uninstall"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert f"{prefix}/share/after " in uninstall.stdout
+    # The unit as installed with the default PREFIX names that README, and its user is documented.
+    unit = (ROOT / "etc" / "after.service").read_text()
+    assert "Documentation=file:///usr/local/share/after/README.md" in unit and "User=after" in unit
+    assert "useradd --system --user-group --home-dir /var/lib/after" in (ROOT / "README.md").read_text()
