@@ -458,7 +458,7 @@ def configured_account(settings: Settings) -> tuple[str, str | None]:
 @click.option(
     "--password",
     default=None,
-    help="Its password (default: couchdb.password / $AFTER_COUCHDB_PASSWORD, else the one in couchdb.url, else after for a new user).",
+    help="Its password (default: couchdb.password / $AFTER_COUCHDB_PASSWORD, else the one in couchdb.url, else after for a new user; an option shows in ps).",
 )
 @click.option("--client-user", default=None, help="Client account (role after_client) to create too (default couchdb.client_user).")
 @click.option(

@@ -278,7 +278,7 @@ class Store:
                 if not create or not await self.is_admin():
                     raise StoreUnavailable(
                         f"database {self.name!r} does not exist and {self._user or 'anonymous'} is no "
-                        "server admin: run `make setup COUCHDB_ADMIN_URL=...` (or `after setup`)"
+                        "server admin: run `COUCHDB_ADMIN_URL=... make setup` (or `after setup`)"
                     )
                 await self.couch.create(self.name, exists_ok=True)
                 changes.append(f"created database {self.name!r}")
@@ -329,7 +329,7 @@ class Store:
         missing = missing_security(current)
         if missing:
             log.warning(
-                "_security of %s lacks %s: run `after setup --admin-url URL` (or `make setup COUCHDB_ADMIN_URL=...`) "
+                "_security of %s lacks %s: run `after setup --admin-url URL` (or `COUCHDB_ADMIN_URL=URL make setup`) "
                 "to add them; the daemon never changes _security of a CouchDB it did not set up",
                 self.name,
                 ", ".join(f"role {role} in {section}" for section, role in missing),

@@ -10,6 +10,7 @@ password reaches make's output, a command line, or a file others may read.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import stat
@@ -27,6 +28,7 @@ from test_direct_writes import after_cli, basic, plain_env
 from after.config import Settings
 from after.daemon import prepare_store
 from after.embedded import free_port
+from after.worker import settings_from_env
 
 #: What an operator put in ``_security`` besides After's roles: it must survive.
 OPERATOR_SECURITY = {
@@ -250,3 +252,11 @@ def test_make_install_puts_the_readme_the_unit_names(tmp_path: Path) -> None:
     unit = (ROOT / "etc" / "after.service").read_text()
     assert "Documentation=file:///usr/local/share/after/README.md" in unit and "User=after" in unit
     assert "useradd --system --user-group --home-dir /var/lib/after" in (ROOT / "README.md").read_text()
+
+
+def test_worker_takes_its_settings_out_of_the_environment_jobs_inherit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker's settings (CouchDB password, API token) are not passed on to its jobs' processes."""
+    monkeypatch.setenv("AFTER_WORKER_SETTINGS", json.dumps({"couchdb_password": "pw-in-env", "server_api_token": "tok"}))
+    settings = settings_from_env()
+    assert settings.couchdb_password == "pw-in-env" and settings.server_api_token == "tok"
+    assert "AFTER_WORKER_SETTINGS" not in os.environ
