@@ -21,7 +21,7 @@ help:
 	@echo "make test     set up and run the test suite"
 	@echo "make lint     ruff and mypy"
 	@echo "make bench    benchmarks (QUICK=1 for a short run)"
-	@echo "make setup    only set up (venv, embedded CouchDB); with COUCHDB_ADMIN_URL=... also prepare that CouchDB"
+	@echo "make setup    only set up (venv, embedded CouchDB); with COUCHDB_ADMIN_URL=... in the environment also prepare that CouchDB"
 	@echo "make install  install the after command under PREFIX (./configure --prefix=...)"
 
 config.mk: configure
@@ -44,11 +44,17 @@ else
 setup: $(STAMP)
 endif
 ifneq ($(COUCHDB_ADMIN_URL),)
-	$(VPY) -P -m after setup --admin-url '$(COUCHDB_ADMIN_URL)'
+	$(VPY) -P -m after setup
 endif
 
+# The CouchDB URLs hold passwords: they reach `after` through its environment, never on
+# a command line (make echoes recipe lines, and `ps` shows the `sh -c` line it runs).
+# `after setup` takes the user and password the daemon will use from AFTER_COUCHDB_URL.
+setup run: export AFTER_COUCHDB_URL = $(COUCHDB_URL)
+setup: export AFTER_COUCHDB_ADMIN_URL = $(COUCHDB_ADMIN_URL)
+
 run: setup
-	AFTER_COUCHDB_URL='$(COUCHDB_URL)' $(VPY) -P -m after serve
+	$(VPY) -P -m after serve
 
 test: setup browser
 	$(VPY) -m pytest $(PYTEST_ARGS)
@@ -81,7 +87,9 @@ install: setup
 	$(DESTDIR)$(PREFIX)/lib/after/bin/pip install --quiet --disable-pip-version-check .
 	mkdir -p $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/after
 	if [ -d node_modules ]; then cp -a node_modules $(DESTDIR)$(PREFIX)/lib/after/; fi
-	cp etc/after.toml etc/after.service $(DESTDIR)$(PREFIX)/share/after/
+	cp etc/after.toml README.md $(DESTDIR)$(PREFIX)/share/after/
+	# The unit names the installed command and README (its Documentation=) under PREFIX.
+	sed 's#/usr/local/#$(PREFIX)/#g' etc/after.service > $(DESTDIR)$(PREFIX)/share/after/after.service
 	printf '#!/bin/sh\n: "$${AFTER_COUCHDB_EMBEDDED_SERVER:=$(PREFIX)/lib/after/node_modules/.bin/pouchdb-server}"\n: "$${AFTER_STATE_DIR:=$${XDG_STATE_HOME:-$$HOME/.local/state}/after}"\nexport AFTER_COUCHDB_EMBEDDED_SERVER AFTER_STATE_DIR\nexec $(PREFIX)/lib/after/bin/after "$$@"\n' > $(DESTDIR)$(PREFIX)/bin/after
 	chmod 755 $(DESTDIR)$(PREFIX)/bin/after
 	@echo "installed $(PREFIX)/bin/after"

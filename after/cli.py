@@ -436,10 +436,30 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
+def configured_account(settings: Settings) -> tuple[str, str | None]:
+    """The daemon's CouchDB user and password as configured: ``couchdb.user`` /
+    ``couchdb.password`` (``$AFTER_COUCHDB_PASSWORD``), else those in ``couchdb.url``
+    (what ``./configure --couchdb-url`` wrote), as :class:`after.store.Store` reads them.
+    The user defaults to ``after``; the password is None when none is configured."""
+    from after.store import split_credentials
+
+    _, url_user, url_password = split_credentials(settings.couchdb_url) if settings.couchdb_url else ("", None, None)
+    return settings.couchdb_user or url_user or "after", settings.couchdb_password or url_password or None
+
+
 @main.command()
-@click.option("--admin-url", required=True, envvar="AFTER_COUCHDB_ADMIN_URL", help="CouchDB URL with server-admin credentials.")
-@click.option("--user", default="after", show_default=True, help="CouchDB user the daemon and workers use.")
-@click.option("--password", default="after", show_default=True, envvar="AFTER_COUCHDB_PASSWORD", help="Its password.")
+@click.option(
+    "--admin-url",
+    required=True,
+    envvar="AFTER_COUCHDB_ADMIN_URL",
+    help="CouchDB URL with server-admin credentials (better in $AFTER_COUCHDB_ADMIN_URL: options show in ps).",
+)
+@click.option("--user", default=None, help="CouchDB user the daemon and workers use (default: couchdb.user, else the user in couchdb.url, else after).")
+@click.option(
+    "--password",
+    default=None,
+    help="Its password (default: couchdb.password / $AFTER_COUCHDB_PASSWORD, else the one in couchdb.url, else after for a new user; an option shows in ps).",
+)
 @click.option("--client-user", default=None, help="Client account (role after_client) to create too (default couchdb.client_user).")
 @click.option(
     "--client-password",
@@ -447,30 +467,63 @@ def _process_alive(pid: int) -> bool:
     envvar="AFTER_COUCHDB_CLIENT_PASSWORD",
     help="Its password; without one no client account is made (default couchdb.client_password).",
 )
+@click.option("--reset-password", is_flag=True, help="Also set the password of users that exist already (otherwise it is left, and only checked).")
 @click.pass_context
-def setup(ctx: click.Context, admin_url: str, user: str, password: str, client_user: str | None, client_password: str | None) -> None:
-    """Prepare a CouchDB 3.x server: _users/_replicator, the users, the database, its design documents."""
+def setup(
+    ctx: click.Context, admin_url: str, user: str | None, password: str | None, client_user: str | None, client_password: str | None, reset_password: bool
+) -> None:
+    """Prepare a CouchDB 3.x server: _users/_replicator, the users, the database, its _security and design document.
+
+    Idempotent and respectful: an existing user keeps its password unless --reset-password
+    (the configured one is checked, and a mismatch reported); After's roles are added to
+    the database's _security, whatever else is there stays. Prints one line per change,
+    or "nothing to change". Exits 1 when a configured password does not work.
+    """
     from after import model
     from after.store import CLIENT_ROLE, Store
 
     settings = load_settings(ctx)
+    conf_user, conf_password = configured_account(settings)
+    user = user or conf_user
+    password = password or conf_password
     client_user = client_user or settings.couchdb_client_user
     client_password = client_password or settings.couchdb_client_password
+    accounts = [(user, password or "after", model.WORKER_ROLE, password is not None)]
+    if client_password:
+        accounts.append((client_user, client_password, CLIENT_ROLE, True))
+    changes: list[str] = []
+    problems: list[str] = []
 
     async def go() -> None:
         async with Store(admin_url, settings.couchdb_database) as admin:
             for system_db in ("_users", "_replicator"):
-                await admin.ensure_system_db(system_db)
-            await admin.ensure_user(user, password, [model.WORKER_ROLE])
-            if client_password:
-                await admin.ensure_user(client_user, client_password, [CLIENT_ROLE])
-            await admin.setup(create=True)
+                if await admin.ensure_system_db(system_db):
+                    changes.append(f"created database {system_db!r}")
+            for name, secret, role, configured in accounts:
+                made = await admin.ensure_user(name, secret, [role], reset_password=reset_password)
+                changes.extend(made)
+                if any(line.startswith("created user") for line in made) or reset_password:
+                    continue
+                if not await admin.password_works(name, secret):
+                    which = "the configured password" if configured else "the default password 'after' (none is configured)"
+                    problems.append(
+                        f"user {name!r} exists and {which} does not work for it: left as it is. Configure its password "
+                        "(./configure --couchdb-url=http://USER:PASSWORD@HOST:5984, couchdb.password or $AFTER_COUCHDB_PASSWORD), "
+                        "or run `after setup --reset-password` to set it to the configured one"
+                    )
+            changes.extend(await admin.setup(create=True, security="merge"))
 
     try:
         asyncio.run(go())
     except AfterError as exc:
         fail(exc.message)
+    for line in changes or ["nothing to change"]:
+        click.echo(line)
     users = f"users {user!r} and {client_user!r}" if client_password else f"user {user!r}"
+    if problems:
+        for line in problems:
+            click.echo(f"after: {line}", err=True)
+        sys.exit(1)
     click.echo(f"database {settings.couchdb_database!r} and {users} ready")
 
 

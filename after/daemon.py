@@ -96,14 +96,19 @@ def check_bind(settings: Settings) -> None:
 
 
 async def prepare_store(settings: Settings, embedded: EmbeddedCouch | None) -> Settings:
-    """Make the database usable; return settings with the CouchDB credentials workers use."""
+    """Make the database usable; return settings with the CouchDB credentials workers use.
+
+    The embedded server is After's own: its admin writes the database's ``_security``
+    (merging After's roles into what is there). Any other CouchDB is the operator's: the
+    daemon only checks ``_security`` and warns about what lacks (`after setup` adds it).
+    """
     if embedded is not None:
         async with Store(embedded.url, settings.couchdb_database, user=ADMIN, password=embedded.admin_password) as admin:
-            await admin.setup(create=True)
+            await admin.setup(create=True, security="merge")
             await admin.ensure_user(USER, embedded.user_password, [model.WORKER_ROLE])
         return dataclasses.replace(settings, couchdb_url=embedded.url, couchdb_user=USER, couchdb_password=embedded.user_password)
     async with Store(settings.couchdb_url, settings.couchdb_database, user=settings.couchdb_user or None, password=settings.couchdb_password or None) as store:
-        await store.setup(create=True)
+        await store.setup(create=True, security="check")
     return settings
 
 

@@ -76,7 +76,7 @@ def secret_file(path: Path) -> str:
         return path.read_text().strip()
     except FileNotFoundError:
         pass
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     value = secrets.token_urlsafe(24)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -145,22 +145,28 @@ class EmbeddedCouch:
             raise ConfigError(
                 f"embedded CouchDB not installed ({self.binary} missing): run `make setup`, or set couchdb.url / AFTER_COUCHDB_URL to a CouchDB server"
             )
+        # The database and the server's config file (which it rewrites, mode 0644, with the
+        # admin password hashed) are for the daemon's user only.
         self.data.mkdir(parents=True, exist_ok=True)
+        self.data.chmod(0o700)
         self.logfile.parent.mkdir(parents=True, exist_ok=True)
         if not self.port:
             self.port = free_port()
         # The server hashes passwords into its config file and rewrites it: write it anew
         # at every start. A fixed cookie secret keeps sessions valid across restarts.
+        # It holds the admin password in clear until the server hashes it: 0600.
         config = self.data / "config.json"
-        config.write_text(
-            json.dumps(
+        fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(
                 {
                     "admins": {ADMIN: self.admin_password},
                     "couch_httpd_auth": {"secret": self._secret},
                     "log": {"file": str(self.logfile)},
-                }
+                },
+                f,
             )
-        )
         logf = open(self.logfile, "ab")  # noqa: SIM115 - handed to the child
         try:
             self.proc = subprocess.Popen(

@@ -57,6 +57,35 @@ CLIENT_ROLE = "after_client"
 _READ_ONLY = frozenset({"_conflicts", "_deleted_conflicts"})
 
 
+#: What After needs in a database's ``_security``: the worker role among its admins (it
+#: updates the design document, compacts), and the worker and client roles among its members.
+SECURITY_ROLES: dict[str, tuple[str, ...]] = {"admins": (model.WORKER_ROLE,), "members": (model.WORKER_ROLE, CLIENT_ROLE)}
+
+
+def missing_security(current: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The (section, role) pairs of :data:`SECURITY_ROLES` that ``_security`` lacks."""
+    out = []
+    for section, roles in SECURITY_ROLES.items():
+        body = current.get(section)
+        have = body.get("roles") if isinstance(body, dict) else None
+        have = have if isinstance(have, list) else []
+        out += [(section, role) for role in roles if role not in have]
+    return out
+
+
+def merged_security(current: Mapping[str, Any]) -> dict[str, Any]:
+    """``_security`` with After's roles added; every other name, role and key kept."""
+    out: dict[str, Any] = dict(current)
+    for section, roles in SECURITY_ROLES.items():
+        body = dict(out[section]) if isinstance(out.get(section), dict) else {}
+        have = list(body["roles"]) if isinstance(body.get("roles"), list) else []
+        body["roles"] = have + [r for r in roles if r not in have]
+        if not isinstance(body.get("names"), list):
+            body["names"] = []
+        out[section] = body
+    return out
+
+
 def split_credentials(url: str) -> tuple[str, str | None, str | None]:
     """``http://u:p@h:1/`` -> (``http://h:1``, u, p). Credentials go in a header, not the URL."""
     parts = urlsplit(url)
@@ -223,14 +252,24 @@ class Store:
         with self._call("setup", f"DELETE {self.name}"):
             await self.db.delete()
 
-    async def setup(self, *, create: bool = True) -> None:
-        """Create (when allowed) the database; write its security and design documents.
+    async def setup(self, *, create: bool = True, security: str = "merge") -> list[str]:
+        """Create (when allowed) the database; see to its ``_security`` and design document.
 
-        Idempotent: run at every daemon start. ``_security`` is always written because
-        pouchdb-server leaves new databases open to anyone (CouchDB 3 makes them
-        admin-only): members are the worker role and ``after_client``; admins (who may
-        change design documents) the worker role.
+        Idempotent: run at every daemon start. Returns one line per change made (none when
+        everything was already in place). ``security``:
+
+        - ``"merge"`` (``after setup``, and the embedded server's own setup): After's roles
+          (:data:`SECURITY_ROLES`) are added to ``_security``; every name and role an
+          operator put there is kept. pouchdb-server leaves new databases open to anyone
+          (CouchDB 3 makes them admin-only), so this is how its databases get members.
+        - ``"check"`` (a daemon on a CouchDB it did not set up itself): ``_security`` is
+          only read, and what lacks is logged as a warning naming the command that adds
+          it; never written. A database this call just created is the exception: it has
+          nothing of an operator's yet, and gets After's roles.
         """
+        if security not in ("merge", "check"):
+            raise ValueError(f"security: expected 'merge' or 'check', got {security!r}")
+        changes: list[str] = []
         with self._call("setup", f"database {self.name}"):
             exists = await self.db._exists()
             if not exists:
@@ -239,26 +278,63 @@ class Store:
                 if not create or not await self.is_admin():
                     raise StoreUnavailable(
                         f"database {self.name!r} does not exist and {self._user or 'anonymous'} is no "
-                        "server admin: run `make setup COUCHDB_ADMIN_URL=...` (or `after setup`)"
+                        "server admin: run `COUCHDB_ADMIN_URL=... make setup` (or `after setup`)"
                     )
                 await self.couch.create(self.name, exists_ok=True)
-        await self._ensure_security()
+                changes.append(f"created database {self.name!r}")
+        if security == "merge" or not exists:
+            changes += await self.merge_security()
+        else:
+            await self.check_security()
+        before = await self._design_rev()
         await self._ensure_design()
+        if await self._design_rev() != before:
+            changes.append(f"wrote design document _design/{DESIGN} of {self.name!r}")
+        return changes
 
-    async def _ensure_security(self) -> None:
-        wanted = {
-            "admins": {"names": [], "roles": [model.WORKER_ROLE]},
-            "members": {"names": [], "roles": [model.WORKER_ROLE, CLIENT_ROLE]},
-        }
+    async def _design_rev(self) -> str | None:
+        try:
+            rev = (await self.get(f"_design/{DESIGN}")).get("_rev")
+        except NotFound:
+            return None
+        return rev if isinstance(rev, str) else None
+
+    async def merge_security(self) -> list[str]:
+        """Add After's roles to ``_security``, keeping everything else; one line per role added."""
         with self._call("setup", f"{self.name}/_security"):
             current = await self.db._get_security()
-            if current.get("admins") == wanted["admins"] and current.get("members") == wanted["members"]:
-                return
-            try:
-                await self.db._put_security(wanted)
-            except (aiocouch.ForbiddenError, aiocouch.UnauthorizedError):
-                # A non-admin cannot change _security; it was set by `after setup` then.
-                log.info("could not write _security of %s (not a server admin); leaving it", self.name)
+            missing = missing_security(current)
+            if not missing:
+                return []
+            await self.db._put_security(merged_security(current))
+        return [f"_security of {self.name!r}: added role {role} to {section}" for section, role in missing]
+
+    async def check_security(self) -> list[tuple[str, str]]:
+        """Read ``_security`` and warn about what After needs and it lacks; never write it.
+
+        Returns the missing (section, role) pairs. Without the worker role among the
+        database's admins the daemon cannot update the design document; without the
+        client role among its members direct writers are refused.
+        """
+        try:
+            with translate(f"{self.name}/_security"):
+                current = await self.db._get_security()
+        except (Forbidden, StoreUnavailable) as exc:
+            log.warning(
+                "cannot read _security of %s (%s): not checked whether it lists After's roles; `after setup --admin-url URL` adds them",
+                self.name,
+                exc.message,
+            )
+            return []
+        missing = missing_security(current)
+        if missing:
+            log.warning(
+                "_security of %s lacks %s: run `after setup --admin-url URL` (or `COUCHDB_ADMIN_URL=URL make setup`) "
+                "to add them; the daemon never changes _security of a CouchDB it did not set up",
+                self.name,
+                ", ".join(f"role {role} in {section}" for section, role in missing),
+            )
+        return missing
 
     async def _ensure_design(self) -> None:
         wanted = design_document()
@@ -276,15 +352,22 @@ class Store:
         except Conflict:
             pass  # another daemon wrote it at the same moment: same content
 
-    async def ensure_system_db(self, name: str) -> None:
-        """Create ``_users`` / ``_replicator`` when missing (a single-node CouchDB 3 needs them)."""
+    async def ensure_system_db(self, name: str) -> bool:
+        """Create ``_users`` / ``_replicator`` when missing (a single-node CouchDB 3 needs them).
+
+        True when it was created now."""
         with self._call("setup", name):
             db = Database(self.couch, name)
-            if not await db._exists():
-                await self.couch.create(name, exists_ok=True)
+            if await db._exists():
+                return False
+            await self.couch.create(name, exists_ok=True)
+            return True
 
-    async def ensure_user(self, name: str, password: str, roles: Sequence[str]) -> None:
-        """Create or update a CouchDB user (needs server admin). Creates ``_users`` when missing."""
+    async def ensure_user(self, name: str, password: str, roles: Sequence[str], *, reset_password: bool = True) -> list[str]:
+        """Create a CouchDB user, or give an existing one ``roles`` (keeping its others); needs
+        server admin. Creates ``_users`` when missing. An existing user's password is set only
+        with ``reset_password`` (the embedded server's accounts, from its secrets files).
+        Returns one line per change made."""
         await self.ensure_system_db("_users")
         with self._call("setup", "_users"):
             users = Database(self.couch, "_users")
@@ -292,10 +375,42 @@ class Store:
             try:
                 doc = await users.get(doc_id)
                 data = dict(doc.data or {})
+                exists = True
             except aiocouch.NotFoundError:
-                data = {"_id": doc_id}
-            data.update({"name": name, "type": "user", "roles": list(roles), "password": password})
+                data = {"_id": doc_id, "name": name, "type": "user", "roles": []}
+                exists = False
+            had = [r for r in data.get("roles") or [] if isinstance(r, str)]
+            added = [r for r in roles if r not in had]
+            changes = []
+            if not exists:
+                changes.append(f"created user {name!r} (role {', '.join(roles)})")
+            elif added:
+                changes.append(f"user {name!r}: added role {', '.join(added)}")
+            if exists and reset_password:
+                changes.append(f"user {name!r}: password reset")
+            if not exists or reset_password:
+                data["password"] = password
+            if not changes:
+                return []
+            data["roles"] = had + added
             await Document(users, doc_id, data=data).save()
+        return changes
+
+    async def password_works(self, name: str, password: str) -> bool:
+        """Whether CouchDB accepts ``name``/``password`` (``GET /_session`` as that user)."""
+        auth = "Basic " + base64.b64encode(f"{name}:{password}".encode()).decode()
+        headers = {"Accept": "application/json", "Authorization": auth}
+        with translate("GET /_session"):
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._timeout)) as session,
+                session.get(self.url + "/_session", headers=headers) as resp,
+            ):
+                if resp.status in (401, 403):
+                    return False
+                resp.raise_for_status()
+                reply = await resp.json(content_type=None)
+        ctx = reply.get("userCtx") if isinstance(reply, dict) else None
+        return isinstance(ctx, dict) and ctx.get("name") == name
 
     # -- single documents -----------------------------------------------------------------
 

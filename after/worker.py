@@ -49,7 +49,9 @@ log = logging.getLogger("after.worker")
 
 
 def settings_from_env() -> Settings:
-    raw = os.environ.get("AFTER_WORKER_SETTINGS", "{}")
+    # Taken out of the environment: the jobs' processes (shell commands) inherit it, and it
+    # holds the CouchDB password and the API token.
+    raw = os.environ.pop("AFTER_WORKER_SETTINGS", "{}")
     data = json.loads(raw)
     known = {f.name for f in dataclasses.fields(Settings)}
     return Settings(**{k: v for k, v in data.items() if k in known})
