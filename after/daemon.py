@@ -31,7 +31,7 @@ from typing import Any, TextIO, TypeVar
 
 from aiohttp import web
 
-from after import model, timing
+from after import model, outage, timing
 from after import registry as registry_mod
 from after.api import create_app
 from after.config import Settings, redact_url
@@ -103,7 +103,14 @@ async def prepare_store(settings: Settings, embedded: EmbeddedCouch | None) -> S
             await admin.ensure_user(USER, embedded.user_password, [model.WORKER_ROLE])
         return dataclasses.replace(settings, couchdb_url=embedded.url, couchdb_user=USER, couchdb_password=embedded.user_password)
     async with Store(settings.couchdb_url, settings.couchdb_database, user=settings.couchdb_user or None, password=settings.couchdb_password or None) as store:
-        await store.setup(create=True)
+        try:
+            await store.setup(create=True)
+        except AfterError as exc:
+            # Shut out by _security, CouchDB down or answering garbage: the daemon comes up
+            # all the same; /health says why, and its loops retry (and write the design
+            # document) until the store works (see after/loops.py).
+            cause = outage.classify(exc, session_valid=await store.session_valid() if outage.needs_session_check(exc) else None)
+            log.warning("setting up database %s: %s (%s); starting anyway, retrying in the background", settings.couchdb_database, cause, exc.message)
     return settings
 
 
@@ -159,7 +166,7 @@ class Daemon:
                 return {"url": s.base_url, "workers": workers, "quorum": "lost" if scheduler.quorum_lost_since else "ok", "tick": tick}
 
             registry = registry_mod.Registry(
-                store, scheduler.daemon_id, describe=describe, interval=s.scheduler_heartbeat_seconds, on_quorum=scheduler.note_quorum
+                store, scheduler.daemon_id, describe=describe, interval=s.scheduler_heartbeat_seconds, on_quorum=scheduler.note_quorum, loops=scheduler.loops
             )
             scheduler.registry = registry
             supervisor.start_observers.append(lambda worker, job, lag: scheduler.fire_lags.append((time.time(), lag)))
