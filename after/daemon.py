@@ -151,6 +151,7 @@ class Daemon:
             def on_change(worker: str) -> None:
                 if sched_holder:
                     sched_holder[0].worker_available(worker)
+                    sched_holder[0].loops.wake()  # a worker wrote to the store (or its writes work again)
                     if sched_holder[0].registry is not None:
                         sched_holder[0].registry.soon()
 
@@ -184,7 +185,7 @@ class Daemon:
             try:
                 await registry.beat()  # known to the others before the first claim
             except AfterError as exc:
-                log.warning("heartbeat: %s (retried by the heartbeat loop)", exc.message)
+                await scheduler.loops.failure("heartbeat", exc)  # logged; retried by the heartbeat loop
             await scheduler.start()
             registry.start()
             self._write_pidfile()

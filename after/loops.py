@@ -12,6 +12,7 @@ scheduler reloads its window then; a worker tells its daemon).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -34,6 +35,8 @@ class Loops:
         self.states: dict[str, LoopState] = {}
         #: Called with a loop's state when a failure is logged and when it recovers.
         self.on_change: list[Callable[[LoopState], None]] = []
+        #: Set (and replaced) when a loop recovers: the others waiting out a backoff try at once.
+        self._recovered = asyncio.Event()
 
     def state(self, name: str) -> LoopState:
         return self.states.get(name) or LoopState(name)
@@ -82,6 +85,14 @@ class Loops:
         if what is Log.RECOVERED:
             log.info("%s loop works again after %.0fs of %s", name, self.clock() - (old.since or self.clock()), old.cause)
             self._changed(state)
+            self.wake()
+
+    def wake(self) -> None:
+        """The store worked for someone (a loop recovered, a worker wrote an outcome): the
+        loops waiting out a backoff try again now rather than up to ``cap`` later."""
+        if any(s.failing for s in self.states.values()):
+            self._recovered.set()
+            self._recovered = asyncio.Event()
 
     def _changed(self, state: LoopState) -> None:
         for hook in self.on_change:
@@ -101,12 +112,15 @@ class Loops:
         once: bool = False,
     ) -> None:
         """Run ``step`` for ever, awaiting ``pace`` before each try after a success (and
-        before the first); after a failure, the backoff instead. With ``once``, return after
-        the first step that works."""
+        before the first); after a failure, the backoff instead (cut short when another loop
+        recovers: the store may be back). With ``once``, return after the first step that works."""
         delay: float | None = None
         while True:
             if delay is not None:
-                await asyncio.sleep(delay)
+                recovered = self._recovered
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await recovered.wait()
             elif pace is not None:
                 await pace()
             try:

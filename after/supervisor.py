@@ -468,6 +468,7 @@ class Supervisor:
                 wp.failing[loop] = (str(msg.get("cause")), str(msg.get("message") or ""))
             else:
                 wp.failing.pop(loop, None)
+                self.on_change(wp.name)  # its writes land again: the daemon's loops may retry now
         elif op == "stopping" and not wp.stopping:
             # It stops by itself (SIGTERM from someone, a broken channel): no more work for
             # it; it is restarted once it has exited.
