@@ -23,7 +23,7 @@ one boundary, ``store.py``.
      │    └── MalformedAnswer             an answer that is not what CouchDB answers (bad
      │                                    JSON, an unexpected shape)
      ├── Forbidden                  403  refused by validate_doc_update or by _security
-     └── DesignMissing (NotFound)   404  a view of ``_design/after`` answered not found
+     └── DesignMissing (NotFound)   503  a view of ``_design/after`` answered not found
 """
 
 from __future__ import annotations
@@ -125,7 +125,14 @@ class MalformedAnswer(StoreUnavailable):
 
 
 class DesignMissing(NotFound):
-    """A view of After's design document answered not found: ``_design/after`` is gone."""
+    """A view of After's design document answered not found: ``_design/after`` is gone.
+
+    A fault of the database, not of the request: a REST call answers 503 until the
+    daemon has written the design document again.
+    """
+
+    status = 503
+    code = "design_missing"
 
 
 class Uncertain(AfterError):

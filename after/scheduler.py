@@ -156,6 +156,7 @@ class Scheduler:
         self.loops = Loops(store)
         self.loops.on_change.append(self._loop_changed)
         self._reload = asyncio.Event()
+        self._write_error: AfterError | None = None
 
     # -- memory -------------------------------------------------------------------------------
 
@@ -499,6 +500,9 @@ class Scheduler:
                         lag = now.timestamp() - (timing.due_at(doc) or now).timestamp()
                         for obs in self.lag_observers:
                             obs(max(0.0, lag), doc["worker"], (doc.get("job") or {}).get("name", ""))
+        if (write_error := self._write_error) is not None:
+            self._write_error = None
+            raise write_error
         for key, value in stats.items():
             self.counters[key] += value
         elapsed = time.perf_counter() - started
@@ -662,8 +666,10 @@ class Scheduler:
                 uncertain=any(isinstance(r, Uncertain) for r in results.values()),
             )
             return results
-        except StoreUnavailable as exc:
-            log.warning("tick: %s; will retry", exc.message)
+        except AfterError as exc:
+            # Tried again at the next tick, which raises it once its claims were tried too:
+            # the tick loop says why (once per cause).
+            self._write_error = exc
             for doc in docs:
                 self._requeue(doc, time.time() + 1)
             return {}
