@@ -128,10 +128,14 @@ def test_a_deleted_design_document_then_a_closed_security_stop_nothing(start_dae
     wait_until(lambda: reasons(d)[0] == 200, 20, "/health to be ok again")
 
     # (b) _security shuts the worker role out while tasks are due (before and beyond the window).
+    # One task runs when the door shuts: its worker holds its outcome and tells the daemon.
+    running = d.create({"worker": "w", "date": time.time(), "job": {"name": "count", "arguments": [str(out)], "kwargs": {"sleep": 4}}})["id"]
+    d.wait_status(running, "scheduled", timeout=20)
     second = create(d, out, [2, 5, 11])
     set_security(couch, dbname, SHUT)
     try:
         wait_until(unhealthy_with(d, "access forbidden by _security"), 20, "/health to name the forbidden access")
+        wait_until(unhealthy_with(d, "worker w: writes loop failing: access forbidden by _security"), 20, "/health to name the worker's held writes")
         wait_until(lambda: metric(d, "after_loop_failing", loop="heartbeat", cause="access forbidden by _security") == 1, 20, "the metric")
         time.sleep(5)  # the first tasks fall due meanwhile, and every loop retries
         assert not set(executions(out)) & set(second)
@@ -139,7 +143,7 @@ def test_a_deleted_design_document_then_a_closed_security_stop_nothing(start_dae
         assert metric(d, "after_loop_errors_total", loop="heartbeat") >= 2
     finally:
         set_security(couch, dbname, OPEN)
-    all_ran_once(d, out, second, 40, "every task to run once _security lets the worker role in again")
+    all_ran_once(d, out, [running, *second], 40, "every task to run once _security lets the worker role in again")
     wait_until(lambda: reasons(d)[0] == 200, 20, "/health to be ok again")
     assert "heartbeat loop works again" in d.log()
     assert d.proc.poll() is None
