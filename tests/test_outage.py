@@ -1,7 +1,11 @@
-"""The decisions of a failing loop (after/outage.py), driven by tables: no I/O."""
+"""The decisions of a failing loop (after/outage.py), and how the store names what failed
+(after/store.py::translate), driven by tables: no I/O."""
 
 from __future__ import annotations
 
+import json
+
+import aiohttp
 import pytest
 
 from after import outage
@@ -18,6 +22,7 @@ from after.errors import (
     StoreUnavailable,
 )
 from after.outage import Log, LoopState, Repair
+from after.store import translate
 
 
 @pytest.mark.parametrize(
@@ -108,3 +113,48 @@ def test_only_a_missing_design_document_is_repaired(cause: str, fix: Repair) -> 
 def test_reason_names_the_loop_the_cause_and_for_how_long() -> None:
     state, _ = outage.failed(LoopState("window"), outage.FORBIDDEN, "after view agenda: Access forbidden", 100.0)
     assert outage.reason(state, 112.4) == "window loop failing: access forbidden by _security for 12s (after view agenda: Access forbidden)"
+
+
+# -- the store's answers, named at its one boundary (after/store.py::translate) ------------------
+
+
+def _raised(exc: BaseException) -> AfterError:
+    try:
+        with translate("t view agenda"):
+            raise exc
+    except AfterError as out:
+        return out
+    raise AssertionError("translate let it pass")
+
+
+def _status(status: int) -> aiohttp.ClientResponseError:
+    return aiohttp.ClientResponseError(None, (), status=status, message="Message")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("exc", "kind", "cause"),
+    [
+        (_status(401), CredentialsRefused, outage.CREDENTIALS),
+        (_status(403), Forbidden, outage.FORBIDDEN),
+        (_status(404), NotFound, outage.MISSING),
+        (_status(500), ServerError, outage.SERVER_ERROR),
+        (_status(503), ServerError, outage.SERVER_ERROR),
+        (json.JSONDecodeError("Expecting value", "<html>", 0), MalformedAnswer, outage.MALFORMED),
+        (KeyError("bookmark"), MalformedAnswer, outage.MALFORMED),
+        (TypeError("list indices must be integers"), MalformedAnswer, outage.MALFORMED),
+        (aiohttp.ServerDisconnectedError(), StoreUnavailable, outage.UNREACHABLE),
+        (ConnectionRefusedError(111, "refused"), StoreUnavailable, outage.UNREACHABLE),
+        (TimeoutError(), StoreUnavailable, outage.UNREACHABLE),
+    ],
+)
+def test_the_store_names_each_failure_so_that_its_cause_can_be_told(exc: BaseException, kind: type[AfterError], cause: str) -> None:
+    out = _raised(exc)
+    assert type(out) is kind, out
+    assert outage.classify(out) == cause
+
+
+def test_a_5xx_that_aiocouch_has_no_class_for_is_a_server_error() -> None:
+    try:
+        raise ValueError("Something went wrong") from _status(500)
+    except ValueError as exc:
+        assert isinstance(_raised(exc), ServerError)
