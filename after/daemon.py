@@ -31,7 +31,7 @@ from typing import Any, TextIO, TypeVar
 
 from aiohttp import web
 
-from after import model, outage, timing
+from after import model, timing
 from after import registry as registry_mod
 from after.api import create_app
 from after.config import Settings, redact_url
@@ -109,8 +109,7 @@ async def prepare_store(settings: Settings, embedded: EmbeddedCouch | None) -> S
             # Shut out by _security, CouchDB down or answering garbage: the daemon comes up
             # all the same; /health says why, and its loops retry (and write the design
             # document) until the store works (see after/loops.py).
-            cause = outage.classify(exc, session_valid=await store.session_valid() if outage.needs_session_check(exc) else None)
-            log.warning("setting up database %s: %s (%s); starting anyway, retrying in the background", settings.couchdb_database, cause, exc.message)
+            log.warning("setting up database %s: %s; starting anyway (/health says why), retrying in the background", settings.couchdb_database, exc.message)
     return settings
 
 
