@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from typing import Any
 
-from after.errors import StoreUnavailable
+from after.errors import AfterError
+from after.loops import Loops
 from after.store import Store
 
 log = logging.getLogger("after.store")
@@ -19,9 +19,9 @@ class BulkWriter:
 
     While one request is in flight, new writes queue; the next request carries all of
     them (up to ``batch``). Bulk requests are 15-50x cheaper per document than single
-    writes on both CouchDB and pouchdb-server. While the store is unreachable, writes
-    are retried with backoff until they land (a status write is never dropped because
-    of an outage).
+    writes on both CouchDB and pouchdb-server. While the store fails (unreachable, or
+    refusing us: 401, 403, 5xx, a malformed answer), writes are retried with backoff
+    until they land (a status write is never dropped because of an outage).
     """
 
     def __init__(self, store: Store, *, batch: int = 500, hold_during_outage: bool = True) -> None:
@@ -33,7 +33,8 @@ class BulkWriter:
         self._queue: list[tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self.outage_since: float | None = None
+        #: The health of this writer's loop (held writes: logged once per cause).
+        self.loops = Loops(store)
 
     def start(self) -> None:
         if self._task is None:
@@ -58,7 +59,6 @@ class BulkWriter:
         return await fut
 
     async def _loop(self) -> None:
-        delay = 0.2
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -74,24 +74,23 @@ class BulkWriter:
                         send.append(item)
                 try:
                     results = await self.store.write_many([d for d, _ in send])
-                except StoreUnavailable as exc:
-                    if not self.hold_during_outage:
+                except Exception as exc:
+                    # Any failure of the request as a whole (unreachable, 401, 403, 5xx, a
+                    # malformed answer): never the end of this loop, or every write after it
+                    # would wait for ever.
+                    if not self.hold_during_outage or not isinstance(exc, AfterError):
                         failed = {id(f) for _, f in send}
                         self._queue = [item for item in self._queue if id(item[1]) not in failed]
                         for _, fut in send:
                             if not fut.done():
-                                fut.set_exception(StoreUnavailable(exc.message))
+                                fut.set_exception(exc)
+                        if not isinstance(exc, AfterError):
+                            log.error("bulk write failed unexpectedly", exc_info=exc)
                         continue
-                    if self.outage_since is None:
-                        self.outage_since = time.monotonic()
-                        log.warning("store unreachable, holding %d writes: %s", len(self._queue), exc.message)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
+                    # Held until they land: logged once per cause (after/loops.py).
+                    await asyncio.sleep(await self.loops.failure("writes", exc, base=0.2, cap=5.0))
                     continue
-                if self.outage_since is not None:
-                    log.warning("store reachable again after %.1fs", time.monotonic() - self.outage_since)
-                    self.outage_since = None
-                delay = 0.2
+                self.loops.success("writes")
                 sent = {id(f) for _, f in send}
                 self._queue = [item for item in self._queue if id(item[1]) not in sent]
                 for doc, fut in send:

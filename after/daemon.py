@@ -108,7 +108,13 @@ async def prepare_store(settings: Settings, embedded: EmbeddedCouch | None) -> S
             await admin.ensure_user(USER, embedded.user_password, [model.WORKER_ROLE])
         return dataclasses.replace(settings, couchdb_url=embedded.url, couchdb_user=USER, couchdb_password=embedded.user_password)
     async with Store(settings.couchdb_url, settings.couchdb_database, user=settings.couchdb_user or None, password=settings.couchdb_password or None) as store:
-        await store.setup(create=True, security="check")
+        try:
+            await store.setup(create=True, security="check")
+        except AfterError as exc:
+            # Shut out by _security, CouchDB down or answering garbage: the daemon comes up
+            # all the same; /health says why, and its loops retry (and write the design
+            # document) until the store works (see after/loops.py).
+            log.warning("setting up database %s: %s; starting anyway (/health says why), retrying in the background", settings.couchdb_database, exc.message)
     return settings
 
 
@@ -149,6 +155,7 @@ class Daemon:
             def on_change(worker: str) -> None:
                 if sched_holder:
                     sched_holder[0].worker_available(worker)
+                    sched_holder[0].loops.wake()  # a worker wrote to the store (or its writes work again)
                     if sched_holder[0].registry is not None:
                         sched_holder[0].registry.soon()
 
@@ -164,7 +171,7 @@ class Daemon:
                 return {"url": s.base_url, "workers": workers, "quorum": "lost" if scheduler.quorum_lost_since else "ok", "tick": tick}
 
             registry = registry_mod.Registry(
-                store, scheduler.daemon_id, describe=describe, interval=s.scheduler_heartbeat_seconds, on_quorum=scheduler.note_quorum
+                store, scheduler.daemon_id, describe=describe, interval=s.scheduler_heartbeat_seconds, on_quorum=scheduler.note_quorum, loops=scheduler.loops
             )
             scheduler.registry = registry
             supervisor.start_observers.append(lambda worker, job, lag: scheduler.fire_lags.append((time.time(), lag)))
@@ -182,7 +189,7 @@ class Daemon:
             try:
                 await registry.beat()  # known to the others before the first claim
             except AfterError as exc:
-                log.warning("heartbeat: %s (retried by the heartbeat loop)", exc.message)
+                await scheduler.loops.failure("heartbeat", exc)  # logged; retried by the heartbeat loop
             await scheduler.start()
             registry.start()
             self._write_pidfile()

@@ -16,7 +16,14 @@ one boundary, ``store.py``.
      ├── Conflict                   409  a stale revision: somebody else changed the document
      ├── TooLarge                   413  request body over the configured limit
      ├── UnsupportedMedia           415  request body is not JSON
-     └── StoreUnavailable           503  CouchDB cannot be reached or refused us
+     ├── StoreUnavailable           503  CouchDB cannot be reached or refused us
+     │    ├── CredentialsRefused          401 from CouchDB: our user or password (or, on
+     │    │                               pouchdb-server, a _security that shuts us out)
+     │    ├── ServerError                 CouchDB answered 5xx
+     │    └── MalformedAnswer             an answer that is not what CouchDB answers (bad
+     │                                    JSON, an unexpected shape)
+     ├── Forbidden                  403  refused by validate_doc_update or by _security
+     └── DesignMissing (NotFound)   503  a view of ``_design/after`` answered not found
 """
 
 from __future__ import annotations
@@ -98,6 +105,34 @@ class StoreUnavailable(AfterError):
 
     status = 503
     code = "store_unavailable"
+
+
+class CredentialsRefused(StoreUnavailable):
+    """CouchDB answered 401: it does not take our credentials for this request."""
+
+
+class ServerError(StoreUnavailable):
+    """CouchDB answered with a server error (5xx)."""
+
+    def __init__(self, message: str, *, status: int = 500) -> None:
+        super().__init__(message)
+        self.http_status = status
+
+
+class MalformedAnswer(StoreUnavailable):
+    """CouchDB (or something in its place) answered what no CouchDB answers: not JSON, or
+    JSON of an unexpected shape."""
+
+
+class DesignMissing(NotFound):
+    """A view of After's design document answered not found: ``_design/after`` is gone.
+
+    A fault of the database, not of the request: a REST call answers 503 until the
+    daemon has written the design document again.
+    """
+
+    status = 503
+    code = "design_missing"
 
 
 class Uncertain(AfterError):

@@ -27,7 +27,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from after import __version__, timing
-from after.errors import AfterError, Conflict, StoreUnavailable, Uncertain
+from after.errors import AfterError, Conflict, Uncertain
+from after.loops import Loops
 from after.store import Store
 
 log = logging.getLogger("after.registry")
@@ -79,8 +80,11 @@ class Registry:
         describe: Callable[[], dict[str, Any]],
         interval: float = 5.0,
         on_quorum: Callable[[bool], None] | None = None,
+        loops: Loops | None = None,
     ) -> None:
         self.store = store
+        #: Where the heartbeat loop's health is kept (the scheduler's, in a daemon).
+        self.loops = loops or Loops(store)
         self.me = me
         self.describe = describe
         self.interval = interval
@@ -273,24 +277,17 @@ class Registry:
             log.info("could not record this daemon as stopped: %s", exc)
 
     async def _loop(self) -> None:
-        failing = False
-        while True:
-            try:
-                await self.beat()
-                await self.sweep()
-                if failing:
-                    log.info("heartbeat written again")
-                failing = False
-            except (StoreUnavailable, AfterError) as exc:
-                if not failing:
-                    log.warning("heartbeat: %s; retrying every %gs", exc.message, self.interval)
-                failing = True
-            except Exception:
-                log.exception("heartbeat failed; retrying")
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.interval):
-                    await self._soon.wait()
-            self._soon.clear()
+        await self.loops.run("heartbeat", self._beat_and_sweep, pace=self._pace)
+
+    async def _beat_and_sweep(self) -> None:
+        await self.beat()
+        await self.sweep()
+
+    async def _pace(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.interval):
+                await self._soon.wait()
+        self._soon.clear()
 
 
 def merge_workers(here: Iterable[dict[str, Any]], elsewhere: Iterable[dict[str, Any]], *, me: str, host: str) -> list[dict[str, Any]]:

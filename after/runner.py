@@ -141,6 +141,11 @@ class Runner:
         self.rand = rand
         self.clock = clock
         self.writer = BulkWriter(store)
+        # Its writes failing (held through an outage, or refused by _security): the daemon hears
+        # of it for /health, once per cause, and again when they land.
+        self.writer.loops.on_change.append(
+            lambda st: self.notify({"op": "loop", "loop": st.name, "cause": st.cause, "message": st.message, "since": st.since})
+        )
         self._sem = asyncio.Semaphore(self.concurrency)
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix=f"job-{name}")
         self.running: dict[str, asyncio.Task[None]] = {}
@@ -275,8 +280,10 @@ class Runner:
             await self._write_final(doc, out)
             self._finished(doc, model.ERR, contained=True)
         except Exception:
-            # The scheduler recovers it when its lease ends (or ends it, if it fails there too).
+            # The scheduler recovers it when its lease ends (or ends it, if it fails there too):
+            # it must stop counting it as running here for that.
             log.exception("task %s: cannot end it err (internal); its lease will end", doc.get("_id"))
+            self.notify({"op": "dropped", "id": doc.get("_id")})
 
     async def _sleep_until(self, due: datetime) -> None:
         """Return at ``due`` (at once if it is past), as close to it as the host allows.
@@ -546,6 +553,7 @@ class Runner:
 
     async def _flush_progress(self, ctx: TaskContext) -> None:
         """Write progress and log lines at most once a second while the job runs."""
+        refused = False
         while True:
             await asyncio.sleep(1.0)
             if not ctx.dirty:
@@ -562,10 +570,18 @@ class Runner:
                 try:
                     fresh = await self.store.get(doc["_id"])
                 except AfterError:
+                    ctx.dirty = True
                     continue
                 if (fresh.get("lease") or {}).get("id") == (doc.get("lease") or {}).get("id"):
                     ctx.task = fresh
                     ctx.dirty = True
+            except AfterError as exc:
+                # Refused (validate_doc_update) or failed: progress is not worth the task; the
+                # flusher goes on, and the outcome is written as usual.
+                if not refused:
+                    log.warning("task %s: progress not written: %s", doc["_id"], exc.message)
+                refused = True
+                ctx.dirty = True
 
     def _final_doc(
         self, cur: Mapping[str, Any], ctx: TaskContext, outcome: str, result: Any, error: dict[str, Any] | None, *, started: datetime

@@ -47,8 +47,10 @@ from typing import Any, Protocol
 
 from after import model, quorum, timing, triage
 from after.config import Settings
-from after.errors import AfterError, InvalidInput, StoreUnavailable, Uncertain
+from after.errors import AfterError, Forbidden, InvalidInput, NotFound, StoreUnavailable, Uncertain
 from after.jobs import JobFunc
+from after.loops import Loops
+from after.outage import LoopState
 from after.registry import Registry, is_daemon
 from after.runner import Runner, error_info
 from after.service import Tasks
@@ -150,6 +152,11 @@ class Scheduler:
         #: Failures contained to one task, by where they happened (``/metrics``:
         #: ``after_contained_failures_total``).
         self.contained: dict[str, int] = defaultdict(int)
+        #: Every background loop's health (``/health``, ``/metrics``); a recovery reloads the window.
+        self.loops = Loops(store)
+        self.loops.on_change.append(self._loop_changed)
+        self._reload = asyncio.Event()
+        self._write_error: AfterError | None = None
 
     # -- memory -------------------------------------------------------------------------------
 
@@ -286,8 +293,8 @@ class Scheduler:
             return
         try:
             settled = await self.store.resolve(batch, now=now, by=self.daemon_id, history_limit=self.settings.scheduler_history_limit)
-        except StoreUnavailable:
-            raise
+        except (StoreUnavailable, Forbidden, NotFound):
+            raise  # the store fails (the tick loop says why), not these tasks
         except Exception as exc:
             # Leaves this code cannot rank (written straight into CouchDB, any shape): each is
             # ended err (internal) rather than failing every tick from now on.
@@ -401,7 +408,7 @@ class Scheduler:
     async def tick(self, now: datetime) -> dict[str, int]:
         """One scheduling step at ``now``: plan, then claim/dispatch and write, in bulk.
 
-        If the store fails mid-way, what was due is put back and tried again next tick:
+        If the store fails mid-way (any error of it), what was due is put back and tried again next tick:
         an outage delays tasks, it never drops them (and revisions keep them from
         running twice once the store is back).
         """
@@ -410,7 +417,7 @@ class Scheduler:
         due = self._due(now + timedelta(seconds=self.settings.scheduler_claim_ahead))
         try:
             return await self._tick(now, due, started)
-        except StoreUnavailable:
+        except AfterError:
             retry_at = time.time() + 1
             for doc in due:
                 self._requeue(doc, retry_at)
@@ -493,6 +500,9 @@ class Scheduler:
                         lag = now.timestamp() - (timing.due_at(doc) or now).timestamp()
                         for obs in self.lag_observers:
                             obs(max(0.0, lag), doc["worker"], (doc.get("job") or {}).get("name", ""))
+        if (write_error := self._write_error) is not None:
+            self._write_error = None
+            raise write_error
         for key, value in stats.items():
             self.counters[key] += value
         elapsed = time.perf_counter() - started
@@ -636,7 +646,7 @@ class Scheduler:
             return []
         try:
             fresh = await self.store.get_many(unsure)
-        except StoreUnavailable:
+        except AfterError:
             return []  # their leases end; recovery releases them then
         ours = []
         for task_id in unsure:
@@ -656,8 +666,10 @@ class Scheduler:
                 uncertain=any(isinstance(r, Uncertain) for r in results.values()),
             )
             return results
-        except StoreUnavailable as exc:
-            log.warning("tick: %s; will retry", exc.message)
+        except AfterError as exc:
+            # Tried again at the next tick, which raises it once its claims were tried too:
+            # the tick loop says why (once per cause).
+            self._write_error = exc
             for doc in docs:
                 self._requeue(doc, time.time() + 1)
             return {}
@@ -721,7 +733,7 @@ class Scheduler:
         now = utcnow()
         try:
             fresh = await self.store.get_many(d["_id"] for d in docs)
-        except StoreUnavailable:
+        except AfterError:
             return  # their leases expire; recovery happens then
         writes = []
         for doc in docs:
@@ -744,16 +756,17 @@ class Scheduler:
     async def start(self) -> None:
         """Load the window, then follow the changes feed and tick.
 
-        The daemon already serves HTTP when this runs. If CouchDB becomes unreachable
-        right then, the daemon must not exit (nothing may crash it, and /health has to
-        say why): the load is retried in the background with backoff, and the loops
+        The daemon already serves HTTP when this runs. If the load fails (CouchDB
+        unreachable, access forbidden by ``_security``, the design document missing, ...),
+        the daemon must not exit (nothing may crash it, and /health has to say why): the
+        ``load`` loop retries it in the background (:mod:`after.loops`), and the other loops
         start once it succeeds. Nothing is claimed before the window is loaded.
         """
         try:
             await self._load()
-        except StoreUnavailable as exc:
-            log.warning("loading the schedule: %s; retrying until CouchDB answers", exc.message)
-            self._bg = [asyncio.create_task(self._load_when_reachable(), name="load")]
+        except Exception as exc:
+            delay = await self.loops.failure("load", exc)
+            self._bg = [asyncio.create_task(self._load_later(delay), name="load")]
             return
         self._start_loops()
 
@@ -762,29 +775,20 @@ class Scheduler:
         self.seq = await self.store.update_seq()
         if self.registry is not None:
             await self.registry.load()
-        await self.refresh_window(utcnow())
-        await self.find_conflicts()
-        await self.find_strays()
+        await self._refresh()
 
-    async def _load_when_reachable(self) -> None:
-        delay = 0.5
-        while True:
-            await asyncio.sleep(delay)
-            try:
-                await self._load()
-            except StoreUnavailable as exc:
-                delay = min(delay * 2, 10.0)
-                log.warning("loading the schedule: %s; retrying in %.1fs", exc.message, delay)
-                continue
-            log.info("schedule loaded: CouchDB answers again")
-            self._start_loops()
-            return
+    async def _load_later(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        await self.loops.run("load", self._load, once=True)
+        self._start_loops()
 
     def _start_loops(self) -> None:
+        """Every loop survives any failure of the store, says so once, and resumes by itself."""
+        purge_every = self.settings.scheduler_purge_interval
         self._bg += [
-            asyncio.create_task(self._follow(), name="changes"),
-            asyncio.create_task(self._refresh_loop(), name="window"),
-            asyncio.create_task(self._purge_loop(), name="purge"),
+            asyncio.create_task(self.loops.run("changes", self._follow), name="changes"),
+            asyncio.create_task(self.loops.run("window", self._refresh, pace=self._window_pace), name="window"),
+            asyncio.create_task(self.loops.run("purge", lambda: self.purge(utcnow()), pace=lambda: asyncio.sleep(purge_every)), name="purge"),
             asyncio.create_task(self.run(), name="tick"),
         ]
 
@@ -798,8 +802,9 @@ class Scheduler:
         self._bg = []
 
     async def _follow(self) -> None:
-        async for batch in self.store.follow(self.seq):
-            self.seq = batch[-1].get("seq", self.seq)
+        """One request of the changes feed (a longpoll), applied."""
+        batch, self.seq = await self.store.changes(self.seq)
+        if batch:
             self.apply_changes(batch)
             for listener in self.listeners:
                 listener(batch, self.seq)
@@ -827,41 +832,32 @@ class Scheduler:
         self.counters["purged"] += total
         return total
 
-    async def _purge_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.scheduler_purge_interval)
-            try:
-                await self.purge(utcnow())
-            except StoreUnavailable as exc:
-                log.warning("purge: %s", exc.message)
+    async def _refresh(self) -> None:
+        """Reload the window and pick up what no feed shows (conflicts, strays)."""
+        await self.refresh_window(utcnow())
+        await self.find_conflicts()
+        await self.find_strays()
 
-    async def _refresh_loop(self) -> None:
-        period = self.settings.scheduler_window_seconds / 3
-        while True:
-            await asyncio.sleep(period)
-            try:
-                await self.refresh_window(utcnow())
-                await self.find_conflicts()
-                await self.find_strays()
-            except StoreUnavailable as exc:
-                log.warning("window refresh: %s", exc.message)
+    async def _window_pace(self) -> None:
+        """A third of a window, or less when another loop recovered (the window may be stale)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.settings.scheduler_window_seconds / 3):
+                await self._reload.wait()
+        self._reload.clear()
+
+    def _loop_changed(self, state: LoopState) -> None:
+        if not state.failing and state.name != "window":
+            self._reload.set()
 
     async def run(self) -> None:
         """Tick at every whole wall-clock second, and at once when kicked."""
-        while True:
-            wall = time.time()
-            wait = 1.0 - (wall % 1.0)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
-                    await self._kick.wait()
-            self._kick.clear()
-            try:
-                await self.tick(utcnow())
-            except StoreUnavailable as exc:
-                log.warning("tick: %s", exc.message)
-            except Exception:
-                log.exception("tick failed")
-                await asyncio.sleep(1)
+        await self.loops.run("tick", lambda: self.tick(utcnow()), pace=self._next_second, base=1.0, cap=2.0)
+
+    async def _next_second(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1.0 - (time.time() % 1.0)):
+                await self._kick.wait()
+        self._kick.clear()
 
     def kick(self) -> None:
         self._kick.set()

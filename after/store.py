@@ -30,7 +30,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -43,7 +43,19 @@ from aiocouch.document import Document
 
 from after import model, quorum, timing
 from after.design import DESIGN, design_document
-from after.errors import AfterError, Conflict, Forbidden, InvalidInput, NotFound, StoreUnavailable, Uncertain
+from after.errors import (
+    AfterError,
+    Conflict,
+    CredentialsRefused,
+    DesignMissing,
+    Forbidden,
+    InvalidInput,
+    MalformedAnswer,
+    NotFound,
+    ServerError,
+    StoreUnavailable,
+    Uncertain,
+)
 
 log = logging.getLogger("after.store")
 
@@ -101,7 +113,12 @@ def split_credentials(url: str) -> tuple[str, str | None, str | None]:
 
 @contextlib.contextmanager
 def translate(what: str) -> Any:
-    """Map aiocouch / aiohttp errors to After's tree. The only place that knows them."""
+    """Map aiocouch / aiohttp errors to After's tree. The only place that knows them.
+
+    An answer that is not what CouchDB answers (not JSON, a body of another shape that
+    aiocouch trips over with a KeyError or TypeError) is a :class:`MalformedAnswer`, never
+    a stray exception: the caller's loop treats it like any other failure of the store.
+    """
     try:
         yield
     except AfterError:
@@ -113,17 +130,44 @@ def translate(what: str) -> Any:
     except aiocouch.ForbiddenError as exc:
         raise Forbidden(f"{what}: {exc}") from exc
     except aiocouch.UnauthorizedError as exc:
-        raise StoreUnavailable(f"{what}: CouchDB refused our credentials") from exc
+        raise CredentialsRefused(f"{what}: CouchDB refused our credentials") from exc
     except aiocouch.BadRequestError as exc:
         raise InvalidInput(f"{what}: CouchDB rejected the request: {exc}") from exc
+    except (aiohttp.ContentTypeError, json.JSONDecodeError) as exc:
+        raise MalformedAnswer(f"{what}: CouchDB's answer is not JSON ({type(exc).__name__})") from exc
     except aiohttp.ClientResponseError as exc:
-        if exc.status == 401:
-            raise StoreUnavailable(f"{what}: CouchDB refused our credentials") from exc
-        if exc.status == 403:
-            raise Forbidden(f"{what}: {exc.message}") from exc
-        raise StoreUnavailable(f"{what}: CouchDB answered {exc.status} {exc.message}") from exc
-    except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
+        raise response_error(what, exc) from exc
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         raise StoreUnavailable(f"{what}: CouchDB unreachable ({type(exc).__name__}: {exc})") from exc
+    except (KeyError, TypeError, AttributeError, IndexError) as exc:
+        raise MalformedAnswer(f"{what}: unexpected answer from CouchDB ({type(exc).__name__}: {exc})") from exc
+    except ValueError as exc:
+        # aiocouch raises a bare ValueError for a status it has no class for (a 5xx).
+        if isinstance(exc.__cause__, aiohttp.ClientResponseError):
+            raise response_error(what, exc.__cause__) from exc
+        raise MalformedAnswer(f"{what}: unexpected answer from CouchDB ({type(exc).__name__}: {exc})") from exc
+
+
+def response_error(what: str, exc: aiohttp.ClientResponseError) -> AfterError:
+    """The error of After's tree for an HTTP error status that aiocouch did not name."""
+    if exc.status == 401:
+        return CredentialsRefused(f"{what}: CouchDB refused our credentials")
+    if exc.status == 403:
+        return Forbidden(f"{what}: {exc.message}")
+    if exc.status == 404:
+        return NotFound(f"{what}: not found")
+    if exc.status >= 500:
+        return ServerError(f"{what}: CouchDB answered {exc.status} {exc.message}", status=exc.status)
+    return StoreUnavailable(f"{what}: CouchDB answered {exc.status} {exc.message}")
+
+
+@contextlib.contextmanager
+def design_view(database: str, name: str) -> Any:
+    """A view of ``_design/after`` that answers not found: the design document is gone."""
+    try:
+        yield
+    except NotFound as exc:
+        raise DesignMissing(f"{database} view {name}: not found (design document _design/{DESIGN} missing)") from exc
 
 
 class Store:
@@ -245,6 +289,20 @@ class Store:
         roles = (reply or {}).get("userCtx", {}).get("roles", []) if isinstance(reply, dict) else []
         return "_admin" in roles
 
+    async def session_valid(self) -> bool:
+        """Whether CouchDB takes our credentials (``GET /_session`` names our user). Never raises.
+
+        After a 401 on a database call: if the session is valid, it is the database's
+        ``_security`` that shuts us out (pouchdb-server answers 401 where CouchDB answers 403).
+        """
+        try:
+            with self._call("session", "GET /_session"):
+                _, reply = await self.couch._server._get("/_session")
+                name = reply.get("userCtx", {}).get("name")
+        except Exception:
+            return False
+        return bool(self._user) and name == self._user
+
     async def drop(self) -> None:
         """Delete the database (admin only; tests and `after setup --reset`)."""
         if not await self.is_admin():
@@ -351,6 +409,11 @@ class Store:
             await self.put(wanted)
         except Conflict:
             pass  # another daemon wrote it at the same moment: same content
+
+    async def ensure_design(self) -> None:
+        """Write ``_design/after`` when it is missing or differs (the worker role may: it is a
+        database admin through ``_security``). For the loops' repair of a deleted design document."""
+        await self._ensure_design()
 
     async def ensure_system_db(self, name: str) -> bool:
         """Create ``_users`` / ``_replicator`` when missing (a single-node CouchDB 3 needs them).
@@ -473,11 +536,16 @@ class Store:
         docs = [{k: v for k, v in d.items() if k not in _READ_ONLY} for d in docs]
         with self._call("bulk", f"{self.name}/_bulk_docs"):
             reply: Any = await self.db._bulk_docs(docs, **extra)
+        rows = reply if isinstance(reply, list) else []
+        if rows and all(isinstance(row, dict) and row.get("error") == "unauthorized" for row in rows):
+            # pouchdb-server refuses a non-member row by row (CouchDB refuses the request);
+            # our validate_doc_update throws ``forbidden``, never this: it is _security.
+            raise CredentialsRefused(f"{self.name}/_bulk_docs: CouchDB refused our credentials ({rows[0].get('reason')})")
         by_id = {d["_id"]: d for d in docs}
         out: dict[str, dict[str, Any] | AfterError] = {}
-        for row in reply if isinstance(reply, list) else []:
-            doc_id = row.get("id")
-            if doc_id not in by_id:
+        for row in rows:
+            doc_id = row.get("id") if isinstance(row, dict) else None
+            if not isinstance(doc_id, str) or doc_id not in by_id:
                 continue
             verdict = quorum.verdict(row)
             if verdict in (quorum.Verdict.OURS, quorum.Verdict.UNCERTAIN):
@@ -585,9 +653,9 @@ class Store:
         }
         if since is not None:
             params["startkey"] = json.dumps(int(since.timestamp() * 1000) + 1)
-        with self._call("agenda", f"{self.name} agenda view"):
+        with design_view(self.name, "agenda"), self._call("agenda", f"{self.name} agenda view"):
             reply = await self.db.view(DESIGN, "agenda")._get(**params)
-        return [row["doc"] for row in reply.get("rows", []) if row.get("doc")]
+            return [row["doc"] for row in reply.get("rows", []) if row.get("doc")]
 
     async def claim(
         self,
@@ -666,29 +734,16 @@ class Store:
             pass
         return results, last
 
-    async def follow(self, since: Any) -> AsyncIterator[list[dict[str, Any]]]:
-        """Yield batches of changes from ``since`` for ever (retrying while the store is down)."""
-        delay = 0.5
-        while True:
-            try:
-                batch, since = await self.changes(since)
-                delay = 0.5
-            except StoreUnavailable as exc:
-                log.warning("changes feed: %s; retrying in %.1fs", exc.message, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-                continue
-            if batch:
-                yield batch
-
     # -- listing and housekeeping --------------------------------------------------------
 
     async def view(self, name: str, **params: Any) -> dict[str, Any]:
         for key in ("key", "startkey", "endkey"):
             if key in params:
                 params[key] = json.dumps(params[key])
-        with self._call("view", f"{self.name} view {name}"):
+        with design_view(self.name, name), self._call("view", f"{self.name} view {name}"):
             reply: dict[str, Any] = await self.db.view(DESIGN, name)._get(**params)
+            if not isinstance(reply, dict) or not isinstance(reply.get("rows", []), list):
+                raise MalformedAnswer(f"{self.name} view {name}: unexpected answer from CouchDB (no rows)")
         return reply
 
     async def view_docs(self, name: str, **params: Any) -> list[dict[str, Any]]:

@@ -82,6 +82,9 @@ class WorkerProc:
     #: The process groups its jobs run in (pgid -> task id), as the worker reported them:
     #: killed when the worker process is gone (see after.procgroup).
     groups: dict[int, str] = dataclasses.field(default_factory=dict)
+    #: The worker process's loops that fail now, as it reported them (``op: loop``):
+    #: loop -> (cause, message) (see after/loops.py). Cleared with each new process.
+    failing: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
 
     @property
     def running(self) -> bool:
@@ -458,6 +461,14 @@ class Supervisor:
                 wp.groups[pgid] = str(msg.get("id"))
             else:
                 wp.groups.pop(pgid, None)
+        elif op == "loop":
+            # One of its loops (its writes to CouchDB) fails, or works again: for /health.
+            loop = str(msg.get("loop"))
+            if msg.get("cause"):
+                wp.failing[loop] = (str(msg.get("cause")), str(msg.get("message") or ""))
+            else:
+                wp.failing.pop(loop, None)
+                self.on_change(wp.name)  # its writes land again: the daemon's loops may retry now
         elif op == "stopping" and not wp.stopping:
             # It stops by itself (SIGTERM from someone, a broken channel): no more work for
             # it; it is restarted once it has exited.
@@ -565,6 +576,7 @@ class Supervisor:
         wp.hello = False
         wp.ready.clear()
         wp.groups.clear()
+        wp.failing.clear()
         wp.spawned_at = time.monotonic()
         try:
             reader = await self._spawn(wp)
@@ -676,6 +688,14 @@ class Supervisor:
                 continue
             out.append((w.name, f"{w.state}: {w.last_error or 'not running'}"))
         return out
+
+    def loop_reasons(self) -> builtins.list[str]:
+        """The failing loops the workers reported, one /health line each."""
+        return [f"worker {name}: {loop} loop failing: {cause} ({message})" for name, loop, cause, message in self.failing_loops()]
+
+    def failing_loops(self) -> builtins.list[tuple[str, str, str, str]]:
+        """(worker, loop, cause, message) of every failing loop the workers reported."""
+        return [(w.name, loop, *why) for w in sorted(self.workers.values(), key=lambda w: w.name) for loop, why in w.failing.items()]
 
     def crashlooping(self) -> builtins.list[str]:
         """Workers that exited ``CRASHLOOP_EXITS`` times within the last ``CRASHLOOP_WINDOW`` s.

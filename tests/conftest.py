@@ -335,6 +335,8 @@ class CuttableLink:
         #: Set by :meth:`lose_next_answer`; counts the answers dropped.
         self._lose_answer = False
         self.answers_lost = 0
+        #: Set by :meth:`answer_with`: every new connection gets this answer, not CouchDB.
+        self.canned: bytes | None = None
         self.socks: set[socket.socket] = set()
         self.lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
@@ -347,6 +349,9 @@ class CuttableLink:
                 return  # closed
             if not self.up:
                 client.close()
+                continue
+            if self.canned is not None:
+                threading.Thread(target=self._answer, args=(client, self.canned), daemon=True).start()
                 continue
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
@@ -369,6 +374,22 @@ class CuttableLink:
                 dst.sendall(chunk)
         self._drop(src, dst)
 
+    def _answer(self, client: socket.socket, canned: bytes) -> None:
+        with contextlib.suppress(OSError), client:
+            client.settimeout(5)
+            client.recv(65536)  # the request (its head at least)
+            client.sendall(canned)
+
+    def answer_with(self, status: str, body: bytes, content_type: str = "application/json") -> None:
+        """From now on answer every request with ``status`` and ``body`` (a CouchDB answering
+        5xx, or something answering garbage), until :meth:`restore`."""
+        head = f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        self.canned = head.encode() + body
+        self.up = True
+        with self.lock:
+            live = list(self.socks)
+        self._drop(*live)
+
     def lose_next_answer(self) -> None:
         """Let the next request through, then break its connection before the answer."""
         self._lose_answer = True
@@ -390,6 +411,7 @@ class CuttableLink:
 
     def restore(self) -> None:
         self.up = True
+        self.canned = None
 
     def via(self, url: str) -> str:
         """``url`` (a CouchDB URL, credentials included) rerouted through this link."""

@@ -20,7 +20,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from after import model
-from after.errors import StoreUnavailable
+from after.errors import AfterError
 
 REGISTRY: web.AppKey[CollectorRegistry] = web.AppKey("metrics_registry", CollectorRegistry)
 RENDER: web.AppKey[Callable[[], Awaitable[bytes]]] = web.AppKey("metrics_render")
@@ -56,6 +56,15 @@ def install(app: web.Application) -> None:
         registry=reg,
     )
     contained_seen: dict[str, int] = {}
+    loop_failing = Gauge(
+        "after_loop_failing",
+        "1 while a background loop fails, by loop (window, changes, purge, tick, heartbeat, load; a worker's as worker/NAME/LOOP) and cause",
+        ["loop", "cause"],
+        registry=reg,
+    )
+    loop_errors = Counter("after_loop_errors_total", "Failed steps of each background loop of the daemon (each retry counts)", ["loop"], registry=reg)
+    loop_seen: dict[str, int] = {}
+    failing_shown: set[tuple[str, str]] = set()
     store_latency = Histogram("after_store_request_seconds", "CouchDB request latency by verb", ["verb"], buckets=_STORE_BUCKETS, registry=reg)
 
     def on_dispatch(seconds: float, worker: str, job: str) -> None:
@@ -75,8 +84,8 @@ def install(app: web.Application) -> None:
     async def render() -> bytes:
         try:
             counts = await app[STORE].count_by_status()
-        except StoreUnavailable:
-            counts = None  # keep the last values; /health says the store is down
+        except AfterError:
+            counts = None  # keep the last values; /health says why the store fails
         if counts is not None:
             for status in model.STATUSES:
                 tasks.labels(status).set(counts.get(status, 0))
@@ -91,6 +100,14 @@ def install(app: web.Application) -> None:
             if delta > 0:
                 contained.labels(where).inc(delta)
             contained_seen[where] = value
+        failing_now = {(st.name, st.cause or "") for st in sched.loops.failing()}
+        failing_now |= {(f"worker/{name}/{loop}", cause) for name, loop, cause, _ in app[SUPERVISOR].failing_loops()}
+        for labels in failing_shown | failing_now:
+            loop_failing.labels(*labels).set(1 if labels in failing_now else 0)
+        failing_shown.update(failing_now)
+        for st in sched.loops.states.values():
+            loop_errors.labels(st.name).inc(max(0, st.errors - loop_seen.get(st.name, 0)))
+            loop_seen[st.name] = st.errors
         for info in app[SUPERVISOR].list():
             restarts.labels(info["name"]).set(info["restarts"])
             running.labels(info["name"]).set(1 if info["running"] else 0)

@@ -196,6 +196,10 @@ async def health(request: web.Request) -> web.Response:
         reasons.append(f"store unreachable: {exc.message}")
     if app[SCHEDULER].stalled():
         reasons.append(f"tick stalled: last tick {time.time() - app[SCHEDULER].last_tick:.0f}s ago")
+    # A background loop that fails (shut out by _security, the design document missing, ...)
+    # retries by itself; until it works again the daemon is not healthy.
+    reasons += app[SCHEDULER].loops.reasons()
+    reasons += app[SUPERVISOR].loop_reasons()
     crashing = app[SUPERVISOR].crashlooping()
     for name in crashing:
         reasons.append(f"worker {name} is crash-looping")
