@@ -18,7 +18,9 @@ Built on aiocouch (server, database and document objects, its error classes) and
 raw endpoint wrappers where its convenience methods are wrong for us (see COUCHDB notes):
 ``_bulk_docs`` results are matched by id, never by position; views are queried with
 JSON-encoded keys; ``_find`` is not used at all (no bookmarks on the embedded server).
-All aiocouch/aiohttp errors are translated to :mod:`after.errors` in :func:`translate`.
+All aiocouch/aiohttp errors are translated to :mod:`after.errors` in
+:func:`after.couchfail.translate`; preparing a database (``_security``, design document,
+users) is :mod:`after.provision`.
 """
 
 from __future__ import annotations
@@ -35,67 +37,32 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-import aiocouch
 import aiohttp
 from aiocouch import CouchDB
 from aiocouch.database import Database
 from aiocouch.document import Document
 
-from after import model, quorum, timing
-from after.design import DESIGN, design_document
+from after import model, provision, quorum, timing
+from after.couchfail import design_view, response_error, translate
+from after.design import DESIGN
 from after.errors import (
     AfterError,
     Conflict,
     CredentialsRefused,
-    DesignMissing,
     Forbidden,
-    InvalidInput,
     MalformedAnswer,
-    NotFound,
-    ServerError,
     StoreUnavailable,
     Uncertain,
 )
+from after.provision import CLIENT_ROLE, SECURITY_ROLES, merged_security, missing_security
+
+__all__ = ["CLIENT_ROLE", "SECURITY_ROLES", "Store", "merged_security", "missing_security", "response_error", "split_credentials", "translate"]
 
 log = logging.getLogger("after.store")
 
-#: The CouchDB role of programs that write tasks straight into the database. A member of
-#: the database (``_security``), but not the worker role: ``validate_doc_update`` refuses
-#: it the statuses only the scheduler and workers write (``schedule``, ``scheduled``,
-#: ``canceled``), so a direct writer can state intents but never claim or run a task.
-CLIENT_ROLE = "after_client"
 
 #: Fields a read with ``conflicts=true`` adds; never written back.
 _READ_ONLY = frozenset({"_conflicts", "_deleted_conflicts"})
-
-
-#: What After needs in a database's ``_security``: the worker role among its admins (it
-#: updates the design document, compacts), and the worker and client roles among its members.
-SECURITY_ROLES: dict[str, tuple[str, ...]] = {"admins": (model.WORKER_ROLE,), "members": (model.WORKER_ROLE, CLIENT_ROLE)}
-
-
-def missing_security(current: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """The (section, role) pairs of :data:`SECURITY_ROLES` that ``_security`` lacks."""
-    out = []
-    for section, roles in SECURITY_ROLES.items():
-        body = current.get(section)
-        have = body.get("roles") if isinstance(body, dict) else None
-        have = have if isinstance(have, list) else []
-        out += [(section, role) for role in roles if role not in have]
-    return out
-
-
-def merged_security(current: Mapping[str, Any]) -> dict[str, Any]:
-    """``_security`` with After's roles added; every other name, role and key kept."""
-    out: dict[str, Any] = dict(current)
-    for section, roles in SECURITY_ROLES.items():
-        body = dict(out[section]) if isinstance(out.get(section), dict) else {}
-        have = list(body["roles"]) if isinstance(body.get("roles"), list) else []
-        body["roles"] = have + [r for r in roles if r not in have]
-        if not isinstance(body.get("names"), list):
-            body["names"] = []
-        out[section] = body
-    return out
 
 
 def split_credentials(url: str) -> tuple[str, str | None, str | None]:
@@ -109,65 +76,6 @@ def split_credentials(url: str) -> tuple[str, str | None, str | None]:
     netloc = host + (f":{parts.port}" if parts.port else "")
     clean = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
     return clean, user, password
-
-
-@contextlib.contextmanager
-def translate(what: str) -> Any:
-    """Map aiocouch / aiohttp errors to After's tree. The only place that knows them.
-
-    An answer that is not what CouchDB answers (not JSON, a body of another shape that
-    aiocouch trips over with a KeyError or TypeError) is a :class:`MalformedAnswer`, never
-    a stray exception: the caller's loop treats it like any other failure of the store.
-    """
-    try:
-        yield
-    except AfterError:
-        raise
-    except aiocouch.ConflictError as exc:
-        raise Conflict(f"{what}: the document changed meanwhile (stale revision)") from exc
-    except aiocouch.NotFoundError as exc:
-        raise NotFound(f"{what}: not found") from exc
-    except aiocouch.ForbiddenError as exc:
-        raise Forbidden(f"{what}: {exc}") from exc
-    except aiocouch.UnauthorizedError as exc:
-        raise CredentialsRefused(f"{what}: CouchDB refused our credentials") from exc
-    except aiocouch.BadRequestError as exc:
-        raise InvalidInput(f"{what}: CouchDB rejected the request: {exc}") from exc
-    except (aiohttp.ContentTypeError, json.JSONDecodeError) as exc:
-        raise MalformedAnswer(f"{what}: CouchDB's answer is not JSON ({type(exc).__name__})") from exc
-    except aiohttp.ClientResponseError as exc:
-        raise response_error(what, exc) from exc
-    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-        raise StoreUnavailable(f"{what}: CouchDB unreachable ({type(exc).__name__}: {exc})") from exc
-    except (KeyError, TypeError, AttributeError, IndexError) as exc:
-        raise MalformedAnswer(f"{what}: unexpected answer from CouchDB ({type(exc).__name__}: {exc})") from exc
-    except ValueError as exc:
-        # aiocouch raises a bare ValueError for a status it has no class for (a 5xx).
-        if isinstance(exc.__cause__, aiohttp.ClientResponseError):
-            raise response_error(what, exc.__cause__) from exc
-        raise MalformedAnswer(f"{what}: unexpected answer from CouchDB ({type(exc).__name__}: {exc})") from exc
-
-
-def response_error(what: str, exc: aiohttp.ClientResponseError) -> AfterError:
-    """The error of After's tree for an HTTP error status that aiocouch did not name."""
-    if exc.status == 401:
-        return CredentialsRefused(f"{what}: CouchDB refused our credentials")
-    if exc.status == 403:
-        return Forbidden(f"{what}: {exc.message}")
-    if exc.status == 404:
-        return NotFound(f"{what}: not found")
-    if exc.status >= 500:
-        return ServerError(f"{what}: CouchDB answered {exc.status} {exc.message}", status=exc.status)
-    return StoreUnavailable(f"{what}: CouchDB answered {exc.status} {exc.message}")
-
-
-@contextlib.contextmanager
-def design_view(database: str, name: str) -> Any:
-    """A view of ``_design/after`` that answers not found: the design document is gone."""
-    try:
-        yield
-    except NotFound as exc:
-        raise DesignMissing(f"{database} view {name}: not found (design document _design/{DESIGN} missing)") from exc
 
 
 class Store:
@@ -303,177 +211,27 @@ class Store:
             return False
         return bool(self._user) and name == self._user
 
+    # -- preparing the database (after.provision) -------------------------------------------
+
     async def drop(self) -> None:
         """Delete the database (admin only; tests and `after setup --reset`)."""
-        if not await self.is_admin():
-            raise StoreUnavailable("only a server admin may delete a database")
-        with self._call("setup", f"DELETE {self.name}"):
-            await self.db.delete()
+        await provision.drop(self)
 
     async def setup(self, *, create: bool = True, security: str = "merge") -> list[str]:
-        """Create (when allowed) the database; see to its ``_security`` and design document.
-
-        Idempotent: run at every daemon start. Returns one line per change made (none when
-        everything was already in place). ``security``:
-
-        - ``"merge"`` (``after setup``, and the embedded server's own setup): After's roles
-          (:data:`SECURITY_ROLES`) are added to ``_security``; every name and role an
-          operator put there is kept. pouchdb-server leaves new databases open to anyone
-          (CouchDB 3 makes them admin-only), so this is how its databases get members.
-        - ``"check"`` (a daemon on a CouchDB it did not set up itself): ``_security`` is
-          only read, and what lacks is logged as a warning naming the command that adds
-          it; never written. A database this call just created is the exception: it has
-          nothing of an operator's yet, and gets After's roles.
-        """
-        if security not in ("merge", "check"):
-            raise ValueError(f"security: expected 'merge' or 'check', got {security!r}")
-        changes: list[str] = []
-        with self._call("setup", f"database {self.name}"):
-            exists = await self.db._exists()
-            if not exists:
-                # Only a server admin may create a database: pouchdb-server's process
-                # dies when anyone else tries (CouchDB answers 401). Ask who we are first.
-                if not create or not await self.is_admin():
-                    raise StoreUnavailable(
-                        f"database {self.name!r} does not exist and {self._user or 'anonymous'} is no "
-                        "server admin: run `COUCHDB_ADMIN_URL=... make setup` (or `after setup`)"
-                    )
-                await self.couch.create(self.name, exists_ok=True)
-                changes.append(f"created database {self.name!r}")
-        if security == "merge" or not exists:
-            changes += await self.merge_security()
-        else:
-            await self.check_security()
-        before = await self._design_rev()
-        await self._ensure_design()
-        if await self._design_rev() != before:
-            changes.append(f"wrote design document _design/{DESIGN} of {self.name!r}")
-        return changes
-
-    async def _design_rev(self) -> str | None:
-        try:
-            rev = (await self.get(f"_design/{DESIGN}")).get("_rev")
-        except NotFound:
-            return None
-        return rev if isinstance(rev, str) else None
-
-    async def merge_security(self) -> list[str]:
-        """Add After's roles to ``_security``, keeping everything else; one line per role added."""
-        with self._call("setup", f"{self.name}/_security"):
-            current = await self.db._get_security()
-            missing = missing_security(current)
-            if not missing:
-                return []
-            await self.db._put_security(merged_security(current))
-        return [f"_security of {self.name!r}: added role {role} to {section}" for section, role in missing]
-
-    async def check_security(self) -> list[tuple[str, str]]:
-        """Read ``_security`` and warn about what After needs and it lacks; never write it.
-
-        Returns the missing (section, role) pairs. Without the worker role among the
-        database's admins the daemon cannot update the design document; without the
-        client role among its members direct writers are refused.
-        """
-        try:
-            with translate(f"{self.name}/_security"):
-                current = await self.db._get_security()
-        except (Forbidden, StoreUnavailable) as exc:
-            log.warning(
-                "cannot read _security of %s (%s): not checked whether it lists After's roles; `after setup --admin-url URL` adds them",
-                self.name,
-                exc.message,
-            )
-            return []
-        missing = missing_security(current)
-        if missing:
-            log.warning(
-                "_security of %s lacks %s: run `after setup --admin-url URL` (or `COUCHDB_ADMIN_URL=URL make setup`) "
-                "to add them; the daemon never changes _security of a CouchDB it did not set up",
-                self.name,
-                ", ".join(f"role {role} in {section}" for section, role in missing),
-            )
-        return missing
-
-    async def _ensure_design(self) -> None:
-        wanted = design_document()
-        try:
-            current = await self.get(wanted["_id"])
-        except NotFound:
-            current = {}
-        body = {k: v for k, v in current.items() if k not in ("_rev",)}
-        if body == wanted:
-            return
-        if current.get("_rev"):
-            wanted["_rev"] = current["_rev"]
-        try:
-            await self.put(wanted)
-        except Conflict:
-            pass  # another daemon wrote it at the same moment: same content
+        """See :func:`after.provision.setup`: the database, its ``_security`` and design document."""
+        return await provision.setup(self, create=create, security=security)
 
     async def ensure_design(self) -> None:
-        """Write ``_design/after`` when it is missing or differs (the worker role may: it is a
-        database admin through ``_security``). For the loops' repair of a deleted design document."""
-        await self._ensure_design()
+        await provision.ensure_design(self)
 
     async def ensure_system_db(self, name: str) -> bool:
-        """Create ``_users`` / ``_replicator`` when missing (a single-node CouchDB 3 needs them).
-
-        True when it was created now."""
-        with self._call("setup", name):
-            db = Database(self.couch, name)
-            if await db._exists():
-                return False
-            await self.couch.create(name, exists_ok=True)
-            return True
+        return await provision.ensure_system_db(self, name)
 
     async def ensure_user(self, name: str, password: str, roles: Sequence[str], *, reset_password: bool = True) -> list[str]:
-        """Create a CouchDB user, or give an existing one ``roles`` (keeping its others); needs
-        server admin. Creates ``_users`` when missing. An existing user's password is set only
-        with ``reset_password`` (the embedded server's accounts, from its secrets files).
-        Returns one line per change made."""
-        await self.ensure_system_db("_users")
-        with self._call("setup", "_users"):
-            users = Database(self.couch, "_users")
-            doc_id = f"org.couchdb.user:{name}"
-            try:
-                doc = await users.get(doc_id)
-                data = dict(doc.data or {})
-                exists = True
-            except aiocouch.NotFoundError:
-                data = {"_id": doc_id, "name": name, "type": "user", "roles": []}
-                exists = False
-            had = [r for r in data.get("roles") or [] if isinstance(r, str)]
-            added = [r for r in roles if r not in had]
-            changes = []
-            if not exists:
-                changes.append(f"created user {name!r} (role {', '.join(roles)})")
-            elif added:
-                changes.append(f"user {name!r}: added role {', '.join(added)}")
-            if exists and reset_password:
-                changes.append(f"user {name!r}: password reset")
-            if not exists or reset_password:
-                data["password"] = password
-            if not changes:
-                return []
-            data["roles"] = had + added
-            await Document(users, doc_id, data=data).save()
-        return changes
+        return await provision.ensure_user(self, name, password, roles, reset_password=reset_password)
 
     async def password_works(self, name: str, password: str) -> bool:
-        """Whether CouchDB accepts ``name``/``password`` (``GET /_session`` as that user)."""
-        auth = "Basic " + base64.b64encode(f"{name}:{password}".encode()).decode()
-        headers = {"Accept": "application/json", "Authorization": auth}
-        with translate("GET /_session"):
-            async with (
-                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._timeout)) as session,
-                session.get(self.url + "/_session", headers=headers) as resp,
-            ):
-                if resp.status in (401, 403):
-                    return False
-                resp.raise_for_status()
-                reply = await resp.json(content_type=None)
-        ctx = reply.get("userCtx") if isinstance(reply, dict) else None
-        return isinstance(ctx, dict) and ctx.get("name") == name
+        return await provision.password_works(self, name, password)
 
     # -- single documents -----------------------------------------------------------------
 
