@@ -479,8 +479,9 @@ def setup(
     the database's _security, whatever else is there stays. Prints one line per change,
     or "nothing to change". Exits 1 when a configured password does not work.
     """
-    from after import model
-    from after.store import CLIENT_ROLE, Store
+    from after import model, provision
+    from after.provision import CLIENT_ROLE
+    from after.store import Store
 
     settings = load_settings(ctx)
     conf_user, conf_password = configured_account(settings)
@@ -497,21 +498,21 @@ def setup(
     async def go() -> None:
         async with Store(admin_url, settings.couchdb_database) as admin:
             for system_db in ("_users", "_replicator"):
-                if await admin.ensure_system_db(system_db):
+                if await provision.ensure_system_db(admin, system_db):
                     changes.append(f"created database {system_db!r}")
             for name, secret, role, configured in accounts:
-                made = await admin.ensure_user(name, secret, [role], reset_password=reset_password)
+                made = await provision.ensure_user(admin, name, secret, [role], reset_password=reset_password)
                 changes.extend(made)
                 if any(line.startswith("created user") for line in made) or reset_password:
                     continue
-                if not await admin.password_works(name, secret):
+                if not await provision.password_works(admin, name, secret):
                     which = "the configured password" if configured else "the default password 'after' (none is configured)"
                     problems.append(
                         f"user {name!r} exists and {which} does not work for it: left as it is. Configure its password "
                         "(./configure --couchdb-url=http://USER:PASSWORD@HOST:5984, couchdb.password or $AFTER_COUCHDB_PASSWORD), "
                         "or run `after setup --reset-password` to set it to the configured one"
                     )
-            changes.extend(await admin.setup(create=True, security="merge"))
+            changes.extend(await provision.setup(admin, create=True, security="merge"))
 
     try:
         asyncio.run(go())

@@ -31,7 +31,7 @@ from typing import Any, TextIO, TypeVar
 
 from aiohttp import web
 
-from after import model, timing
+from after import model, provision, timing
 from after import registry as registry_mod
 from after.api import create_app
 from after.config import Settings, redact_url
@@ -104,12 +104,12 @@ async def prepare_store(settings: Settings, embedded: EmbeddedCouch | None) -> S
     """
     if embedded is not None:
         async with Store(embedded.url, settings.couchdb_database, user=ADMIN, password=embedded.admin_password) as admin:
-            await admin.setup(create=True, security="merge")
-            await admin.ensure_user(USER, embedded.user_password, [model.WORKER_ROLE])
+            await provision.setup(admin, create=True, security="merge")
+            await provision.ensure_user(admin, USER, embedded.user_password, [model.WORKER_ROLE])
         return dataclasses.replace(settings, couchdb_url=embedded.url, couchdb_user=USER, couchdb_password=embedded.user_password)
     async with Store(settings.couchdb_url, settings.couchdb_database, user=settings.couchdb_user or None, password=settings.couchdb_password or None) as store:
         try:
-            await store.setup(create=True, security="check")
+            await provision.setup(store, create=True, security="check")
         except AfterError as exc:
             # Shut out by _security, CouchDB down or answering garbage: the daemon comes up
             # all the same; /health says why, and its loops retry (and write the design

@@ -217,12 +217,13 @@ class EmbeddedCouch:
         Done at every start, so a state directory made before the client account existed
         gets it, and a secrets file replaced by hand takes effect.
         """
-        from after import model
-        from after.store import CLIENT_ROLE, Store
+        from after import model, provision
+        from after.provision import CLIENT_ROLE
+        from after.store import Store
 
         async with Store(self.url, "_users", user=ADMIN, password=self.admin_password) as admin:
-            await admin.ensure_user(USER, self.user_password, [model.WORKER_ROLE])
-            await admin.ensure_user(CLIENT, self.client_password, [CLIENT_ROLE])
+            await provision.ensure_user(admin, USER, self.user_password, [model.WORKER_ROLE])
+            await provision.ensure_user(admin, CLIENT, self.client_password, [CLIENT_ROLE])
 
     async def supervise(self) -> None:
         """Restart the server whenever it exits (until :meth:`stop`). Run as a task."""

@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from after import outage
+from after import outage, provision
 from after.errors import AfterError
 from after.outage import Log, LoopState, Repair
 from after.store import Store
@@ -70,7 +70,7 @@ class Loops:
             self._changed(state)
         if outage.repair(cause) is Repair.DESIGN and self.store is not None:
             try:
-                await self.store.ensure_design()
+                await provision.ensure_design(self.store)
             except Exception as err:  # the next failure says why; the cause is logged already
                 log.debug("%s loop: cannot write the design document yet: %s", name, err)
             else:

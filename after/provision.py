@@ -1,6 +1,6 @@
 """Preparing a CouchDB for After: the database, its ``_security``, the design document,
 the users. What ``after setup``, the daemon's start and the embedded server do, apart
-from the task reads and writes of :class:`after.store.Store` (which delegates here).
+from the task reads and writes of :class:`after.store.Store`: functions over an open store.
 
 The ``_security`` rules are plain functions over the document (:func:`missing_security`,
 :func:`merged_security`): After adds its roles and keeps an operator's names and roles.

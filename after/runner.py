@@ -143,9 +143,7 @@ class Runner:
         self.writer = BulkWriter(store)
         # Its writes failing (held through an outage, or refused by _security): the daemon hears
         # of it for /health, once per cause, and again when they land.
-        self.writer.loops.on_change.append(
-            lambda st: self.notify({"op": "loop", "loop": st.name, "cause": st.cause, "message": st.message, "since": st.since})
-        )
+        self.writer.loops.on_change.append(lambda st: self.notify({"op": "loop", "loop": st.name, "cause": st.cause, "message": st.message, "since": st.since}))
         self._sem = asyncio.Semaphore(self.concurrency)
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix=f"job-{name}")
         self.running: dict[str, asyncio.Task[None]] = {}

@@ -20,7 +20,7 @@ raw endpoint wrappers where its convenience methods are wrong for us (see COUCHD
 JSON-encoded keys; ``_find`` is not used at all (no bookmarks on the embedded server).
 All aiocouch/aiohttp errors are translated to :mod:`after.errors` in
 :func:`after.couchfail.translate`; preparing a database (``_security``, design document,
-users) is :mod:`after.provision`.
+users) is :mod:`after.provision`, over a Store.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from aiocouch import CouchDB
 from aiocouch.database import Database
 from aiocouch.document import Document
 
-from after import model, provision, quorum, timing
+from after import model, quorum, timing
 from after.couchfail import design_view, response_error, translate
 from after.design import DESIGN
 from after.errors import (
@@ -54,9 +54,8 @@ from after.errors import (
     StoreUnavailable,
     Uncertain,
 )
-from after.provision import CLIENT_ROLE, SECURITY_ROLES, merged_security, missing_security
 
-__all__ = ["CLIENT_ROLE", "SECURITY_ROLES", "Store", "merged_security", "missing_security", "response_error", "split_credentials", "translate"]
+__all__ = ["Store", "response_error", "split_credentials", "translate"]
 
 log = logging.getLogger("after.store")
 
@@ -210,28 +209,6 @@ class Store:
         except Exception:
             return False
         return bool(self._user) and name == self._user
-
-    # -- preparing the database (after.provision) -------------------------------------------
-
-    async def drop(self) -> None:
-        """Delete the database (admin only; tests and `after setup --reset`)."""
-        await provision.drop(self)
-
-    async def setup(self, *, create: bool = True, security: str = "merge") -> list[str]:
-        """See :func:`after.provision.setup`: the database, its ``_security`` and design document."""
-        return await provision.setup(self, create=create, security=security)
-
-    async def ensure_design(self) -> None:
-        await provision.ensure_design(self)
-
-    async def ensure_system_db(self, name: str) -> bool:
-        return await provision.ensure_system_db(self, name)
-
-    async def ensure_user(self, name: str, password: str, roles: Sequence[str], *, reset_password: bool = True) -> list[str]:
-        return await provision.ensure_user(self, name, password, roles, reset_password=reset_password)
-
-    async def password_works(self, name: str, password: str) -> bool:
-        return await provision.password_works(self, name, password)
 
     # -- single documents -----------------------------------------------------------------
 

@@ -61,7 +61,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from after import model, timing
+from after import model, provision, timing
 from after.config import Settings
 from after.embedded import ADMIN, EmbeddedCouch, free_port
 from after.store import Store, split_credentials
@@ -234,8 +234,8 @@ class Couch:
 
     async def _prepare(self) -> None:
         async with self.store("_users", admin=True) as admin:
-            await admin.ensure_system_db("_replicator")
-            await admin.ensure_user(BENCH_USER, self.worker_password, [model.WORKER_ROLE])
+            await provision.ensure_system_db(admin, "_replicator")
+            await provision.ensure_user(admin, BENCH_USER, self.worker_password, [model.WORKER_ROLE])
 
     def stop(self) -> None:
         if self.embedded is not None:
@@ -287,7 +287,7 @@ class Couch:
 
         async def create() -> None:
             async with self.store(name, admin=True) as admin:
-                await admin.setup(create=True)
+                await provision.setup(admin, create=True)
 
         asyncio.run(create())
         return name

@@ -31,7 +31,7 @@ from urllib.parse import quote
 
 import pytest
 
-from after import model
+from after import model, provision
 from after.config import Settings
 from after.embedded import ADMIN, EmbeddedCouch, free_port
 from after.jobs import TaskContext
@@ -80,9 +80,9 @@ def couch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Couch]:
 
     async def users() -> None:
         async with info.store("_users", as_admin=True) as admin:
-            await admin.ensure_system_db("_replicator")
-            await admin.ensure_user(WORKER_USER, WORKER_PASSWORD, [model.WORKER_ROLE])
-            await admin.ensure_user(CLIENT_USER, CLIENT_PASSWORD, ["after_client"])
+            await provision.ensure_system_db(admin, "_replicator")
+            await provision.ensure_user(admin, WORKER_USER, WORKER_PASSWORD, [model.WORKER_ROLE])
+            await provision.ensure_user(admin, CLIENT_USER, CLIENT_PASSWORD, ["after_client"])
 
     asyncio.run(users())
     _SESSION_COUCH[:] = [info]
@@ -106,12 +106,12 @@ def fresh_database(admin: Callable[[str], Store], *, prefix: str = "t") -> Itera
 
     async def create() -> None:
         async with admin(name) as store:
-            await store.setup(create=True)
+            await provision.setup(store, create=True)
 
     async def drop() -> None:
         async with admin(name) as store:
             try:
-                await store.drop()
+                await provision.drop(store)
             except Exception:
                 pass
 

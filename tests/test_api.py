@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from conftest import ROOT, WORKER_PASSWORD, Couch, Daemon, daemon_env, http, tid
 
+from after import provision
 from after.api import create_app
 from after.api.routes import ROUTES
 from after.api.spec import build
@@ -60,13 +61,13 @@ PRODUCT_ROUTES = {
 
 async def _create_db(couch: Couch, name: str) -> None:
     async with couch.store(name, as_admin=True) as admin:
-        await admin.setup(create=True)
+        await provision.setup(admin, create=True)
 
 
 async def _drop_db(couch: Couch, name: str) -> None:
     async with couch.store(name, as_admin=True) as admin:
         with contextlib.suppress(Exception):
-            await admin.drop()
+            await provision.drop(admin)
 
 
 def wait_answering(base: str, proc: subprocess.Popen[bytes], log: Path, *, path: str = "/health", wait: float = 30) -> None:

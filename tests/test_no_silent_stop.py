@@ -18,7 +18,7 @@ from conftest import Couch, CuttableLink, Daemon, executions, wait_until
 from after import model, timing
 from after.design import DESIGN
 from after.errors import NotFound
-from after.store import CLIENT_ROLE
+from after.provision import CLIENT_ROLE
 
 #: A window of 6 s: refreshed every 2 s, so a task due 10 s ahead needs a refresh to run.
 FAST = {"AFTER_SCHEDULER_WINDOW_SECONDS": "6"}

@@ -25,6 +25,7 @@ import pytest
 from conftest import ROOT, Couch, daemon_env, http, spawn_daemon
 from test_direct_writes import after_cli, basic, plain_env
 
+from after import provision
 from after.config import Settings
 from after.daemon import prepare_store
 from after.embedded import free_port
@@ -81,7 +82,7 @@ def account(couch: Couch, admin_url: str) -> Iterator[tuple[str, str]]:
 def create_user(couch: Couch, name: str, password: str) -> None:
     async def go() -> None:
         async with couch.store("_users", as_admin=True) as admin:
-            await admin.ensure_user(name, password, ["after_worker"])
+            await provision.ensure_user(admin, name, password, ["after_worker"])
 
     asyncio.run(go())
 

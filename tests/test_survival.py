@@ -32,7 +32,7 @@ from conftest import (
     wait_until,
 )
 
-from after import model, timing
+from after import model, provision, timing
 from after.config import Settings
 from after.embedded import ADMIN, EmbeddedCouch, free_port
 from after.runner import Runner
@@ -214,8 +214,8 @@ def own_couch(tmp_path: Path) -> Iterator[Couch]:
 
     async def prepare() -> None:
         async with info.store("outage", as_admin=True) as admin:
-            await admin.ensure_user(WORKER_USER, WORKER_PASSWORD, [model.WORKER_ROLE])
-            await admin.setup(create=True)
+            await provision.ensure_user(admin, WORKER_USER, WORKER_PASSWORD, [model.WORKER_ROLE])
+            await provision.setup(admin, create=True)
 
     asyncio.run(prepare())
     yield info
