@@ -11,6 +11,9 @@ VPY       := $(VENV)/bin/python
 STAMP     := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist; each file stays in one, so its shared daemons are shared):
+# the tests mostly wait on real daemons and CouchDB, so two halve the time on two cores.
+TEST_JOBS ?= 2
 
 .PHONY: all setup run test lint bench install uninstall clean distclean help browser
 
@@ -57,7 +60,7 @@ run: setup
 	$(VPY) -P -m after serve
 
 test: setup browser
-	$(VPY) -m pytest $(PYTEST_ARGS)
+	$(VPY) -m pytest -n $(TEST_JOBS) --dist loadfile $(PYTEST_ARGS)
 
 # Debian's Chromium for the browser UI tests (tests/test_ui.py, driven by Playwright; its own
 # browser download is never used). Installed only when no working Chromium is found, and only

@@ -34,6 +34,7 @@ import pytest
 from after import model, provision
 from after.config import Settings
 from after.embedded import ADMIN, EmbeddedCouch, free_port
+from after.errors import Conflict
 from after.jobs import TaskContext
 from after.store import Store, split_credentials
 
@@ -79,10 +80,19 @@ def couch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Couch]:
         info = Couch(emb.url, ADMIN, emb.admin_password, emb)
 
     async def users() -> None:
+        # Under pytest-xdist (`make test` runs two processes) both may set up the same
+        # CouchDB (AFTER_TEST_COUCHDB_URL) at once: a conflict on a user means the other did.
         async with info.store("_users", as_admin=True) as admin:
-            await provision.ensure_system_db(admin, "_replicator")
-            await provision.ensure_user(admin, WORKER_USER, WORKER_PASSWORD, [model.WORKER_ROLE])
-            await provision.ensure_user(admin, CLIENT_USER, CLIENT_PASSWORD, ["after_client"])
+            for attempt in range(5):
+                try:
+                    await provision.ensure_system_db(admin, "_replicator")
+                    await provision.ensure_user(admin, WORKER_USER, WORKER_PASSWORD, [model.WORKER_ROLE])
+                    await provision.ensure_user(admin, CLIENT_USER, CLIENT_PASSWORD, ["after_client"])
+                    return
+                except Conflict:
+                    if attempt == 4:
+                        raise
+                    await asyncio.sleep(0.2 * (attempt + 1))
 
     asyncio.run(users())
     _SESSION_COUCH[:] = [info]
