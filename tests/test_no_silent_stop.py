@@ -131,13 +131,16 @@ def test_a_deleted_design_document_then_a_closed_security_stop_nothing(start_dae
     # One task runs when the door shuts: its worker holds its outcome and tells the daemon.
     running = d.create({"worker": "w", "date": time.time(), "job": {"name": "count", "arguments": [str(out)], "kwargs": {"sleep": 4}}})["id"]
     d.wait_status(running, "scheduled", timeout=20)
-    second = create(d, out, [2, 5, 11])
+    # Due later than the claim-ahead (2 s) plus a margin: still waiting when the door shuts.
+    created = time.time()
+    second = create(d, out, [6, 9, 13])
     set_security(couch, dbname, SHUT)
     try:
         wait_until(unhealthy_with(d, "access forbidden by _security"), 20, "/health to name the forbidden access")
         wait_until(unhealthy_with(d, "worker w: writes loop failing: access forbidden by _security"), 20, "/health to name the worker's held writes")
         wait_until(lambda: metric(d, "after_loop_failing", loop="heartbeat", cause="access forbidden by _security") == 1, 20, "the metric")
-        time.sleep(5)  # the first tasks fall due meanwhile, and every loop retries
+        # Nothing to wait for but time: two of them are due by now and every loop retries.
+        time.sleep(max(1.0, created + 11 - time.time()))
         assert not set(executions(out)) & set(second)
         assert d.log().count("heartbeat loop: access forbidden by _security") == 1, d.log()[-3000:]
         assert metric(d, "after_loop_errors_total", loop="heartbeat") >= 2
