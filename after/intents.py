@@ -35,7 +35,7 @@ CLIENT_MAY: dict[str, tuple[str, ...]] = {
     NEW: (model.WAITING,),
     model.WAITING: (model.WAITING, model.RESCHEDULE, model.CANCEL, DELETE),
     model.RESCHEDULE: (model.RESCHEDULE, model.CANCEL, DELETE),
-    model.CANCEL: (model.CANCEL, DELETE),
+    model.CANCEL: (model.CANCEL, model.RESCHEDULE, DELETE),
     HELD: (model.CANCEL,),
     model.DONE: (model.RESCHEDULE, DELETE),
     model.ERR: (model.RESCHEDULE, DELETE),
@@ -67,7 +67,7 @@ def _message(state: str) -> str:
             "the task is held by a daemon or worker (schedule, scheduled, or a cancel not yet acknowledged): "
             f"a client may only cancel it, changing nothing but {', '.join(HELD_CANCEL_MAY_CHANGE)}"
         )
-    what = "has a status After does not know" if state == OTHER else f"is {state}"
+    what = {OTHER: "has a status After does not know", model.CANCEL: "is being canceled (not yet acknowledged)"}.get(state, f"is {state}")
     return f"the task {what}: a client may only {_verbs(CLIENT_MAY[state])}"
 
 
