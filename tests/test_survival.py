@@ -342,14 +342,16 @@ def test_worker_log_rotates_follows_and_cleans(start_daemon: Callable[..., Daemo
     with open(followed, "wb") as sink:
         follower = subprocess.Popen([sys.executable, "-m", "after", "log", "w", "-f", "-n", "5"], env=d.env, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
     try:
-        time.sleep(1)
+        # Following once it printed the log's tail (the worker's start line): not after a
+        # guessed second, which a loaded machine overran (it then missed the first lines).
+        wait_until(lambda: "worker w started" in followed.read_text(errors="replace"), 60, "the follower to print the log's tail")
         task_id = d.create({"worker": "w", "date": time.time(), "job": {"name": "chatter", "kwargs": {"lines": 600}}})["id"]
         d.wait_status(task_id, "done", timeout=20)
         logs = d.state / "logs"
         wait_until(lambda: (logs / "w.log.1").exists(), 10, "a rotation")
         assert not (logs / "w.log.3").exists()  # two backups kept
         assert (logs / "w.log").stat().st_size < 20000 + 200
-        time.sleep(1.5)
+        wait_until(lambda: f"chatter {task_id} line 000599" in followed.read_text(errors="replace"), 60, "the follower to reach the last line")
     finally:
         follower.terminate()
         follower.wait(timeout=10)
