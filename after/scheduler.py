@@ -416,12 +416,21 @@ class Scheduler:
         await self._settle_conflicts(now)
         due = self._due(now + timedelta(seconds=self.settings.scheduler_claim_ahead))
         try:
-            return await self._tick(now, due, started)
+            stats = await self._tick(now, due, started)
         except AfterError:
             retry_at = time.time() + 1
             for doc in due:
                 self._requeue(doc, retry_at)
             raise
+        if (write_error := self._write_error) is not None:
+            # Status writes that failed were put back one by one (:meth:`_write`); what was
+            # claimed and dispatched stays so. Raised only now, for the tick loop to say why
+            # (once per cause): raising inside the step above would put back every due task,
+            # claims already made included, and a claim made again with its old revision can
+            # be taken by a lagging cluster replica (a task run twice).
+            self._write_error = None
+            raise write_error
+        return stats
 
     async def _tick(self, now: datetime, due: list[dict[str, Any]], started: float) -> dict[str, int]:
         limit = self.settings.scheduler_history_limit
@@ -500,9 +509,6 @@ class Scheduler:
                         lag = now.timestamp() - (timing.due_at(doc) or now).timestamp()
                         for obs in self.lag_observers:
                             obs(max(0.0, lag), doc["worker"], (doc.get("job") or {}).get("name", ""))
-        if (write_error := self._write_error) is not None:
-            self._write_error = None
-            raise write_error
         for key, value in stats.items():
             self.counters[key] += value
         elapsed = time.perf_counter() - started
