@@ -59,6 +59,16 @@ async def test_late_done_from_a_worker_whose_lease_was_taken_is_rejected(setting
         assert stored["_rev"] == recovered["_rev"]
 
 
+async def settled(local: LocalDispatcher, couch: Couch, dbname: str, task_id: str) -> dict[str, Any]:
+    """Let worker ``w`` of ``local`` finish what it runs, then read the task as stored."""
+    deadline = time.monotonic() + 10
+    while local.runners["w"].running and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    await local.drain(5)
+    async with couch.store(dbname) as direct:
+        return await direct.get(task_id)
+
+
 @pytest.mark.parametrize("first", ["tick", "feed"])
 async def test_a_claim_applied_whose_answer_was_lost_is_dispatched_at_once(
     couch: Couch, dbname: str, settings: Settings, first: str, link: CuttableLink
@@ -89,12 +99,7 @@ async def test_a_claim_applied_whose_answer_was_lost_is_dispatched_at_once(
         else:
             stats = await sched.tick(now + timedelta(seconds=1))
             assert stats.get("fired") == 1 and not stats.get("lost"), stats
-        deadline = time.monotonic() + 10
-        while local.runners["w"].running and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        await local.drain(5)
-    async with couch.store(dbname) as direct:
-        final = await direct.get(doc["_id"])
+        final = await settled(local, couch, dbname, doc["_id"])
     assert final["status"] == "done", final
     assert ran == [doc["_id"]] and final["attempts"] == 1
     assert [h["status"] for h in final["history"]] == ["waiting", "schedule", "scheduled", "done"]
@@ -124,12 +129,7 @@ async def test_a_tick_whose_status_writes_fail_keeps_what_it_claimed(couch: Couc
         assert local.running_here("w", doc["_id"]) or ran == [doc["_id"]]
         stats = await sched.tick(now + timedelta(seconds=1))
         assert not stats.get("fired") and not stats.get("lost"), stats
-        deadline = time.monotonic() + 10
-        while local.runners["w"].running and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        await local.drain(5)
-    async with couch.store(dbname) as direct:
-        final = await direct.get(doc["_id"])
+        final = await settled(local, couch, dbname, doc["_id"])
     assert final["status"] == "done" and final["attempts"] == 1, final
     assert ran == [doc["_id"]]
     assert [h["status"] for h in final["history"]] == ["waiting", "schedule", "scheduled", "done"]
