@@ -277,7 +277,9 @@ class Registry:
             log.info("could not record this daemon as stopped: %s", exc)
 
     async def _loop(self) -> None:
-        await self.loops.run("heartbeat", self._beat_and_sweep, pace=self._pace)
+        # Retried at most a heartbeat interval apart, as before the loops wrapper: a longer
+        # backoff would let the other daemons take this one for gone.
+        await self.loops.run("heartbeat", self._beat_and_sweep, pace=self._pace, cap=self.interval)
 
     async def _beat_and_sweep(self) -> None:
         await self.beat()
