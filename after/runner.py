@@ -38,7 +38,7 @@ from typing import Any, cast
 from after import model, procgroup, quorum, timing, triage
 from after.bulkwriter import BulkWriter
 from after.config import Settings
-from after.errors import AfterError, Conflict, NotFound, Uncertain
+from after.errors import AfterError, Conflict, InvalidInput, NotFound, Uncertain
 from after.jobs import JobFailed, JobFunc, TaskContext, is_async, isolated
 from after.store import Store
 
@@ -605,7 +605,13 @@ class Runner:
             delay = timing.retry_delay(doc.get("retry") or {}, int(doc.get("attempts") or 1), rand=self.rand)
             doc["date"] = timing.fmt(now + timedelta(seconds=delay))
             return model.set_status(doc, model.RESCHEDULE, self.by, now, limit=self._limit(), reason=f"retry in {delay:.1f}s")
-        nxt = timing.next_after_run(doc, started=started, finished=now) if doc.get("cron") else None
+        try:
+            nxt = timing.next_after_run(doc, started=started, finished=now) if doc.get("cron") else None
+        except InvalidInput as exc:
+            # No run left (the zone's rules changed so that every match is a time that
+            # does not exist): this run's outcome is kept in ``runs``, the task ends.
+            doc["error"] = {"reason": "invalid", "type": "invalid", "message": exc.message, "field": exc.field}
+            return model.set_status(doc, model.ERR, self.by, now, limit=self._limit(), reason=f"invalid: {exc.message}")
         if nxt is not None:
             doc["date"] = timing.fmt(nxt)
             doc["attempts"] = 0

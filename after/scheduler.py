@@ -175,8 +175,14 @@ class Scheduler:
                 self.tasks.pop(task_id, None)
 
     def contain(self, doc: dict[str, Any], exc: BaseException, where: str) -> None:
-        """Log and count a failure caused by one task, and end that task ``err`` (internal)."""
+        """Log and count a failure caused by one task, and end that task ``err``: reason
+        ``invalid`` when the task itself is at fault (a cron with no run left, found when
+        planning its next one), else ``internal``."""
         task_id = doc.get("_id")
+        if isinstance(exc, InvalidInput) and isinstance(task_id, str) and model.looks_like_task(doc):
+            self._invalid[task_id] = (doc, exc.message, exc.field)
+            self._kick.set()
+            return
         self.contained[where] += 1
         log.error("task %s: %s failed on it (%s: %s); it is ended err (internal)", task_id, where, type(exc).__name__, exc, exc_info=exc)
         if isinstance(task_id, str) and model.looks_like_task(doc):

@@ -195,7 +195,7 @@ class TaskFields(_Strict):
     job: JobField
     cron: Annotated[
         Annotated[str, AfterValidator(_cron)] | None,
-        Field(description="5-field cron (6 with seconds first); 422 if invalid or it never fires", examples=["*/5 * * * *"]),
+        Field(description="crontab(5) line, run as Debian's cron runs it (6 fields: seconds first); 422 if invalid or never fires", examples=["*/5 * * * *"]),
     ] = None
     timezone: Annotated[
         Annotated[str, AfterValidator(_zone)] | None,
@@ -215,6 +215,17 @@ def _needs_a_date(fields: TaskFields) -> None:
         raise PydanticCustomError("missing_date", "required (ISO 8601, epoch seconds, or a cron expression)")
     if fields.timezone is not None and fields.cron is None:
         raise PydanticCustomError("unprocessable", "timezone: only meaningful with cron")
+    _runs_in_zone(fields)
+
+
+def _runs_in_zone(fields: TaskFields) -> None:
+    """``cron`` and ``timezone`` are valid alone; together they may never run (every
+    match a time that does not exist in the zone, ``*/15 2 * 3 0#2`` in New York)."""
+    if fields.timezone is not None and fields.cron is not None:
+        try:
+            timing.check_cron(fields.cron, tz=fields.timezone)
+        except InvalidInput as exc:
+            raise PydanticCustomError("unprocessable", exc.message.replace("{", "{{").replace("}", "}}")) from None
 
 
 class TaskInput(TaskFields):
@@ -264,6 +275,7 @@ class StoredTask(TaskFields):
     def _check(self) -> StoredTask:
         if self.date is None:
             raise PydanticCustomError("missing_date", "required (ISO 8601 or epoch seconds)")
+        _runs_in_zone(self)
         return self
 
 
@@ -317,8 +329,9 @@ def translate(exc: ValidationError, *, prefix: str = "") -> InvalidInput:
     message = _WORDS.get(first["type"], first["msg"]) or first["msg"]
     if first["type"] == "string_pattern_mismatch" and field.endswith("worker"):
         message = "invalid name (letters, digits, _ . @ -; at most 64)"
-    if first["type"] == "unprocessable" and message.startswith("timezone: "):
-        field, message = (field + ".timezone" if field else "timezone"), message[len("timezone: ") :]
+    for name in ("timezone", "cron"):
+        if first["type"] == "unprocessable" and message.startswith(name + ": "):
+            field, message = (f"{field}.{name}" if field else name), message[len(name) + 2 :]
     if first["type"] not in ("missing", "extra_forbidden", "missing_date", "invalid", "unprocessable"):
         message = message[0].lower() + message[1:] if message else message
         given = first.get("input")

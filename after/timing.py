@@ -5,7 +5,7 @@ chosen ``now`` ("let's pretend it's 2037") and no sleeping:
 
 - :func:`parse_date` / :func:`fmt`: the accepted input forms and the one stored form.
 - :func:`next_cron` / :func:`occurrences`: the next runs of a cron expression in a time
-  zone, with explicit daylight-saving rules.
+  zone, as Debian's cron runs it (the rules are :mod:`after.crontab`'s).
 - :func:`retry_delay`: how long a failed attempt waits.
 - :func:`plan`: given the tasks the scheduler holds and ``now``, what to do this tick
   (fire, skip as missed, expire, recover an expired lease, acknowledge a cancel), in order.
@@ -22,8 +22,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import CroniterError, croniter
-
+from after import crontab
 from after.errors import InvalidInput, Unprocessable
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -91,113 +90,54 @@ def zone(name: Any, *, field: str = "timezone") -> ZoneInfo:
         raise Unprocessable(f"{field}: unknown time zone {name!r}", field=field) from None
 
 
-def check_cron(expr: Any, *, field: str = "cron") -> str:
+def check_cron(expr: Any, *, tz: str | None = None, field: str = "cron") -> str:
     """``expr`` if it is a cron expression After can run, else Unprocessable naming ``field``.
 
-    Checked once per expression (cached): every stored task's cron is checked whenever
-    the scheduler sees the document.
+    The grammar is Debian's crontab(5) (see :mod:`after.crontab`). With ``tz``, an
+    expression whose every match is a time that does not exist there (``*/15 2 * 3 0#2``
+    in New York: the second Sunday of March skips 02:00-03:00) is refused as well; the
+    zone's rules are probed from :data:`_CRON_PROBE` on, so the check needs no clock.
+    Parsing is cached: every stored task's cron is checked whenever the scheduler sees it.
     """
     if not isinstance(expr, str):
         raise Unprocessable(f"{field}: not a valid cron expression: {expr!r}", field=field)
-    problem = _cron_problem(expr)
-    if problem is not None:
-        raise Unprocessable(f"{field}: {problem}", field=field)
+    try:
+        cron = crontab.parse(expr)
+        if tz is not None:
+            _probe(cron, zone(tz, field="timezone"))
+    except crontab.CronError as exc:
+        raise _refused(expr, exc, field) from None
     return expr
 
 
+def _refused(expr: str, exc: crontab.CronError, field: str) -> Unprocessable:
+    if isinstance(exc, crontab.NeverFires):
+        return Unprocessable(f"{field}: {exc}", field=field)
+    return Unprocessable(f"{field}: not a valid cron expression: {expr!r} ({exc})", field=field)
+
+
 @functools.lru_cache(maxsize=4096)
-def _cron_problem(expr: str) -> str | None:
-    if not croniter.is_valid(expr):
-        return f"not a valid cron expression: {expr!r}"
-    if len(expr.split()) not in (5, 6):
-        return f"expected 5 fields (or 6 with seconds): {expr!r}"
-    # Valid field by field yet impossible as a whole (``0 0 30 2 *``): refused now, not
-    # found out when the task should be scheduled again. One croniter step from a leap
-    # year's start (croniter itself gives up after decades without a match).
-    try:
-        croniter(expr, _CRON_PROBE.replace(tzinfo=None)).get_next(datetime)
-    except (CroniterError, ValueError, KeyError, OverflowError, TypeError, IndexError):
-        return f"{expr!r} never fires"
-    return None
+def _probe(cron: crontab.Cron, zi: ZoneInfo) -> datetime:
+    return crontab.next_run(cron, _CRON_PROBE, zi)
 
 
-#: Where :func:`check_cron` looks for a first run: a leap year's start, so ``29 2`` fires.
-_CRON_PROBE = datetime(1999, 12, 31, 23, 59, tzinfo=UTC)
-
-
-def _is_fixed_time(expr: str) -> bool:
-    """A schedule is "fixed-time" when its minute and hour fields are plain numbers or lists.
-
-    Such a task means "at 02:30 local time", so across a daylight-saving change it runs
-    exactly once a day. Others (``*/15 * * * *``) mean "every so often" and follow real
-    time. This is the rule Vixie cron applies.
-    """
-    fields = expr.split()
-    minute, hour = (fields[0], fields[1]) if len(fields) == 5 else (fields[1], fields[2])
-    return all(ch.isdigit() or ch == "," for ch in minute + hour)
+#: Where :func:`check_cron` looks for a first run in a zone.
+_CRON_PROBE = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def next_cron(expr: str, after: datetime, *, tz: str | None = None, field: str = "cron") -> datetime:
-    """The first run of ``expr`` (evaluated on ``tz`` wall-clock time) strictly after ``after``.
+    """The first run of ``expr`` strictly after ``after``, as Debian's cron would run it
+    with ``TZ=tz``: wall-clock matches of ``tz``, and Debian's daylight-saving rules for
+    fixed-time and wildcard lines (:func:`after.crontab.next_run`, the README's "Timing").
 
-    Daylight saving, decided here and documented in the README:
-
-    - A wall-clock time that does not exist (spring forward): a fixed-time schedule runs
-      once, shifted forward by the gap (02:30 in a 02:00->03:00 jump runs at 03:30);
-      an interval schedule has no run at the missing times.
-    - A wall-clock time that happens twice (fall back): a fixed-time schedule runs once,
-      at the first occurrence; an interval schedule runs at both, because real time
-      passed twice.
+    Unprocessable naming ``field`` when ``expr`` is not one After runs, or has no run left.
     """
     if not isinstance(expr, str):
         raise Unprocessable(f"{field}: not a valid cron expression: {expr!r}", field=field)
     try:
-        return _next_cron(expr, after, zone(tz))
-    except (CroniterError, ValueError, KeyError, OverflowError, TypeError, IndexError):
-        # croniter's "no match within 50 years" (CroniterBadDateError), and any other way
-        # it can fail on an expression: the schedule never fires, which is the user's to fix.
-        raise Unprocessable(f"{field}: {expr!r} never fires (no run after {fmt(after)})", field=field) from None
-
-
-def _next_cron(expr: str, after: datetime, zi: ZoneInfo) -> datetime:
-    fixed = _is_fixed_time(expr)
-    local = after.astimezone(zi).replace(tzinfo=None)
-    # Near an offset change, start a little earlier so the wall times of a repeated hour
-    # are seen again; elsewhere start at ``after`` (a step per second for 2 hours of an
-    # every-second schedule cost 160 ms).
-    near_change = (after - timedelta(hours=2)).astimezone(zi).utcoffset() != (after + timedelta(hours=3)).astimezone(zi).utcoffset()
-    it = croniter(expr, local - timedelta(hours=2) if near_change else local)
-    # Wall-clock order is not real-time order around a fall-back (01:15 fold=1 comes after
-    # 01:45 fold=0): collect candidates over a few wall-clock hours past the first one
-    # found and return the earliest.
-    best: datetime | None = None
-    stop_at: datetime | None = None
-    for _ in range(100_000):
-        naive: datetime = it.get_next(datetime)
-        if stop_at is not None and naive > stop_at:
-            return best  # type: ignore[return-value]
-        first = naive.replace(tzinfo=zi, fold=0).astimezone(UTC)
-        second = naive.replace(tzinfo=zi, fold=1).astimezone(UTC)
-        exists = first.astimezone(zi).replace(tzinfo=None) == naive
-        if not exists:
-            # fold=0 of a missing time uses the offset before the gap: shifted forward.
-            candidates = [first] if fixed else []
-        elif first != second:
-            candidates = [first] if fixed else [first, second]
-        else:
-            candidates = [first]
-        for cand in candidates:
-            if cand > after and (best is None or cand < best):
-                best = cand
-                if stop_at is None:
-                    stop_at = naive + timedelta(hours=3)
-                    # No offset change within the next wall-clock hours: nothing can
-                    # come earlier in real time, so stop looking (the common case).
-                    if stop_at.replace(tzinfo=zi).utcoffset() == naive.replace(tzinfo=zi).utcoffset():
-                        return best
-    if best is not None:
-        return best
-    raise ValueError("no run found")
+        return crontab.next_run(crontab.parse(expr), after, zone(tz))
+    except crontab.CronError as exc:
+        raise _refused(expr, exc, field) from None
 
 
 def occurrences(expr: str, after: datetime, *, tz: str | None = None, count: int = 5) -> list[datetime]:

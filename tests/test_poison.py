@@ -99,6 +99,8 @@ BAD: list[tuple[dict[str, Any], str]] = [
     ({"job": {"name": "noop", "arguments": "x"}}, "job.arguments"),
     ({"date": "someday"}, "date"),
     ({"cron": "0 0 30 2 *"}, "cron"),  # finding 2: never fires
+    ({"cron": "*/15 2 * 3 0#2", "timezone": "America/New_York"}, "cron"),  # every match a time New York skips
+    ({"cron": "5/10 * * * *"}, "cron"),  # Debian's crontab refuses a step without a range
     ({"cron": "0 0 31 4 *", "status": "scheduled", "lease": {"id": "l", "daemon": "d", "until": "2000-01-01T00:00:00Z"}}, "cron"),
     ({"timeout": 1e12}, "timeout"),  # finding 4
     ({"retry": {"max": "3"}}, "retry.max"),

@@ -188,7 +188,7 @@ def test_misfire_skip_of_an_old_one_shot_task(daemon: Daemon, tmp_path: Path) ->
 def test_cron_task_runs_and_schedules_its_next_occurrence(daemon: Daemon, tmp_path: Path) -> None:
     daemon.start_worker("w")
     out = tmp_path / "runs"
-    reply = daemon.create({"worker": "w", "cron": "* * * * * */2", "timezone": "Europe/Lisbon", "job": {"name": "count", "arguments": [str(out)]}})
+    reply = daemon.create({"worker": "w", "cron": "*/2 * * * * *", "timezone": "Europe/Lisbon", "job": {"name": "count", "arguments": [str(out)]}})
     deadline = time.monotonic() + 15
     while len(lines(out)) < 2 and time.monotonic() < deadline:
         time.sleep(0.2)

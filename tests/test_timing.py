@@ -179,10 +179,11 @@ def test_daily_0230_lisbon_across_fall_back() -> None:
     assert got == [utc(2026, 10, 24, 1, 30), utc(2026, 10, 25, 2, 30), utc(2026, 10, 26, 2, 30)]
 
 
-def test_fixed_time_in_the_spring_gap_runs_once_shifted_by_the_gap() -> None:
-    # 01:30 does not exist in Lisbon on 29 March 2026: it runs at 02:30 WEST (01:30 UTC).
+def test_fixed_time_in_the_spring_gap_runs_at_the_change() -> None:
+    # 01:30 does not exist in Lisbon on 29 March 2026: like Debian's cron, it runs when the
+    # clocks go forward, at 02:00 WEST (01:00 UTC).
     got = runs("30 1 * * *", utc(2026, 3, 28, 12), 2)
-    assert got == [utc(2026, 3, 29, 1, 30), utc(2026, 3, 30, 0, 30)]
+    assert got == [utc(2026, 3, 29, 1, 0), utc(2026, 3, 30, 0, 30)]
 
 
 def test_fixed_time_in_the_repeated_hour_runs_once_at_the_first() -> None:
