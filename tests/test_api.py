@@ -238,6 +238,10 @@ def test_errors_have_one_shape_and_the_right_status(api: Daemon) -> None:
     assert status == 422 and is_error(body, "unprocessable", "timezone")
     status, body = send(api, "POST", "/tasks", {**task, "cron": "61 * * * *"})
     assert status == 422 and is_error(body, "unprocessable", "cron")
+    # Issue 13: never fires in its zone (every match in New York's skipped hour), with a date or without.
+    for when in ({}, {"date": "2032-01-01"}):
+        status, body = send(api, "POST", "/tasks", {**task, **when, "cron": "*/15 2 * 3 0#2", "timezone": "America/New_York"})
+        assert status == 422 and is_error(body, "unprocessable", "cron") and "never fires" in body["message"], body
 
 
 def test_unknown_job_for_a_worker_that_declares_its_jobs_is_422(api: Daemon) -> None:

@@ -12,6 +12,7 @@ import pytest
 from conftest import Couch, Daemon
 
 from after import model, timing, triage
+from after.errors import Unprocessable
 from after.embedded import free_port
 from after.jobs import TaskContext
 from after.scheduler import Scheduler, connect
@@ -66,3 +67,31 @@ def test_an_http_job_whose_call_is_refused_fails_with_reason_failed(daemon: Daem
     doc = daemon.wait_status(reply["id"], "err", timeout=60)
     assert doc["error"]["reason"] == "failed", doc["error"]
     assert f"127.0.0.1:{closed}" in doc["error"]["message"]
+
+
+async def test_a_cron_task_with_no_run_left_ends_err_invalid_after_its_run(couch: Couch, dbname: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 13: a cron that passed its checks but has no next run (its zone's rules
+    changed so that every match is a skipped time) ends err, reason invalid, naming
+    ``cron``; the run it just made is kept in ``runs``, and the worker runs on."""
+    ran: list[str] = []
+
+    async def hit(ctx: TaskContext) -> None:
+        ran.append(ctx.task["_id"])
+
+    real = timing.next_after_run
+
+    def no_run_left(task: Any, **kw: Any) -> datetime | None:
+        if task.get("_id") == "task:doomed":
+            raise Unprocessable("cron: '* * * * *' never fires (no run in the 101 years after now)", field="cron")
+        return real(task, **kw)
+
+    monkeypatch.setattr(timing, "next_after_run", no_run_left)
+    async with connect(couch.url_for(), database=dbname, run={"w": {"hit": hit}}) as after:
+        doomed = await after.schedule("w", "hit", cron="* * * * * *", id="doomed")
+        ended = await after.wait(doomed["_id"], timeout=120)
+        assert ended["status"] == "err", ended
+        assert ended["error"]["reason"] == "invalid" and ended["error"]["field"] == "cron", ended["error"]
+        assert [r["status"] for r in ended["runs"]] == ["done"]
+        fine = await after.schedule("w", "hit", date=time.time())
+        assert (await after.wait(fine["_id"], timeout=30))["status"] == "done"
+        assert ran == [doomed["_id"], fine["_id"]]
