@@ -12,8 +12,8 @@ import pytest
 from conftest import Couch, Daemon
 
 from after import model, timing, triage
-from after.errors import Unprocessable
 from after.embedded import free_port
+from after.errors import Unprocessable
 from after.jobs import TaskContext
 from after.scheduler import Scheduler, connect
 
