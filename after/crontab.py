@@ -2,9 +2,8 @@
 
 Pure functions, no clock: :func:`parse` reads an expression by the grammar of Debian's
 ``entry.c`` (crontab(5)) and normalises it for croniter, which stays the evaluator of
-which wall-clock times match; :func:`next_run` turns those wall-clock matches into real
-instants by the rules of Debian's ``cron.c`` main loop, for a daemon that runs
-continuously. Why each rule is what it is:
+which wall-clock times match; :mod:`after.cronclock` turns those matches into real
+instants by the rules of Debian's ``cron.c``. Why each rule is what it is:
 
 - **Day rule.** Day of month and day of week combine with OR only when *both* fields
   are restricted, and "restricted" is decided by the field's first character: a field
@@ -16,7 +15,7 @@ continuously. Why each rule is what it is:
   reading of ranges, steps, names and ``7`` (Sunday) no longer matters.
 - **Fixed-time or wildcard.** Debian calls a line *wildcard* when its minute or hour
   field starts with ``*``, else *fixed-time*. That class decides what a daylight-saving
-  change does (see :func:`next_run`).
+  change does (see :mod:`after.cronclock`).
 - **Refused** (:class:`CronError`, naming the field): what Debian's crontab refuses
   (a step without a range, ``5/10``; a value out of range; a zero step), a reversed range
   (``5-1``: Debian accepts it and never runs it), ``@reboot`` (no time), and extensions
@@ -32,8 +31,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
-from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo
+from datetime import datetime
 
 from croniter import CroniterError, croniter
 
@@ -47,12 +45,9 @@ class CronError(ValueError):
 
 
 class NeverFires(CronError):
-    """An expression with no run in :data:`HORIZON_YEARS` after the given instant."""
+    """An expression with no run at all, or none within the horizon of
+    :func:`after.cronclock.next_run` after the given instant."""
 
-
-#: How far :func:`next_run` looks for a run. Debian's grammar has runs at most 40 years
-#: apart (29 February on one weekday, across 2100, which is not a leap year).
-HORIZON_YEARS = 101
 
 #: Debian's shortcuts (``entry.c``). Their flags follow from the text they stand for:
 #: ``@hourly`` is wildcard (its hour is ``*``), the others fixed-time.
@@ -231,111 +226,3 @@ def parse(text: str) -> Cron:
 
 #: The most days each month has (February: 29, in leap years).
 _MONTH_DAYS = {1: 31, 2: 29, 3: 31, 4: 30, 5: 31, 6: 30, 7: 31, 8: 31, 9: 30, 10: 31, 11: 30, 12: 31}
-
-_MINUTE_STEP = timedelta(minutes=1)
-_WIDE = timedelta(hours=26)
-#: Debian's ``cron.c``: a clock change of more than this many minutes is a "jump" (no catch-up).
-_JUMP_MINUTES = 180
-#: Below this (minutes), a forward change is a late wake-up: every job of the missed minutes runs.
-_LATE_MINUTES = 5
-
-
-def _offset(zi: ZoneInfo, at: datetime) -> timedelta:
-    off = at.astimezone(zi).utcoffset()
-    assert off is not None
-    return off
-
-
-def _transition(zi: ZoneInfo, before: datetime, after: datetime) -> datetime:
-    """The first whole second in (``before``, ``after``] with ``after``'s offset."""
-    target = _offset(zi, after)
-    lo, hi = int(before.timestamp()), int(after.timestamp())
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if _offset(zi, datetime.fromtimestamp(mid, UTC)) == target:
-            hi = mid
-        else:
-            lo = mid
-    return datetime.fromtimestamp(hi, UTC)
-
-
-def _ceil_minute(at: datetime) -> datetime:
-    floor = at.replace(second=0, microsecond=0)
-    return floor if floor == at else floor + _MINUTE_STEP
-
-
-def _runs_at(wall: datetime, fixed: bool, zi: ZoneInfo) -> tuple[list[datetime], datetime | None]:
-    """When Debian's cron runs a job that matches the wall-clock time ``wall`` (naive).
-
-    Returns the real instants (UTC), and a wall-clock time to resume the search from when
-    the rest of a gap can be skipped. The rules are ``cron.c``'s, whose clock counts
-    wall-clock minutes, so an offset change shows as the clock jumping:
-
-    - a time that exists once runs then;
-    - a repeated time (fall back, up to 3 hours): fixed-time runs at the first pass only,
-      wildcard at both (real time passed twice); beyond 3 hours, everything runs twice;
-    - a time that does not exist (spring forward): with a gap of 5 minutes to 3 hours,
-      fixed-time runs at the first minute after the change, wildcard does not run; below
-      5 minutes everything runs then; beyond 3 hours nothing runs.
-    """
-    first = wall.replace(tzinfo=zi, fold=0).astimezone(UTC)
-    second = wall.replace(tzinfo=zi, fold=1).astimezone(UTC)
-    if first.astimezone(zi).replace(tzinfo=None) == wall:
-        if first == second:
-            return [first], None
-        if fixed and second - first <= timedelta(minutes=_JUMP_MINUTES):
-            return [first], None
-        return [first, second], None
-    # In a gap: fold=1 (the offset after) is before the change in real time, fold=0 after.
-    change = _transition(zi, second, first)
-    gap_end = (change + _offset(zi, change)).replace(tzinfo=None)
-    gap = (first - second) / _MINUTE_STEP
-    at = _ceil_minute(change) + timedelta(seconds=wall.second)
-    if gap < _LATE_MINUTES:
-        return [at], None
-    if gap < _JUMP_MINUTES and fixed:
-        return [at], None
-    return [], gap_end - timedelta(microseconds=1)
-
-
-def next_run(cron: Cron, after: datetime, zi: ZoneInfo) -> datetime:
-    """The first instant strictly after ``after`` at which Debian's cron, running
-    continuously with ``TZ`` set to ``zi``, would run ``cron``.
-
-    Candidates are croniter's wall-clock matches, turned into instants by
-    :func:`_runs_at`. Near a fall back, an earlier wall-clock time can come later in real
-    time (the second pass), so the search starts early by the size of a coming fall back
-    and goes on until no later wall-clock time can map before the best instant found.
-    Raises NeverFires when nothing runs within :data:`HORIZON_YEARS`.
-    """
-    after = after.astimezone(UTC)
-    local = (after + _offset(zi, after)).replace(tzinfo=None)
-    back = max(timedelta(0), _offset(zi, after) - _offset(zi, after + _WIDE))
-    start = local - back
-    horizon = local + timedelta(days=366 * HORIZON_YEARS)
-
-    def matches(since: datetime) -> croniter:
-        return croniter(cron.expr, since, day_or=cron.day_or, second_at_beginning=cron.seconds, max_years_between_matches=HORIZON_YEARS)
-
-    it = matches(start)
-    best: datetime | None = None
-    stop: datetime | None = None
-    while True:
-        try:
-            wall: datetime = it.get_next(datetime)
-        except CroniterError:
-            wall = horizon
-        if stop is not None and wall >= stop:
-            return best  # type: ignore[return-value]
-        if wall >= horizon:
-            if best is not None:
-                return best
-            raise NeverFires(f"{cron.text!r} never fires (no run in the {HORIZON_YEARS} years after {after:%Y-%m-%dT%H:%M:%SZ})")
-        runs, resume = _runs_at(wall, cron.fixed, zi)
-        for at in runs:
-            if at > after and (best is None or at < best):
-                best = at
-                most = max(_offset(zi, at - _WIDE), _offset(zi, at), _offset(zi, at + _WIDE))
-                stop = (at + most).replace(tzinfo=None)
-        if resume is not None and resume > wall:
-            it = matches(resume)

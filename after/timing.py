@@ -5,7 +5,7 @@ chosen ``now`` ("let's pretend it's 2037") and no sleeping:
 
 - :func:`parse_date` / :func:`fmt`: the accepted input forms and the one stored form.
 - :func:`next_cron` / :func:`occurrences`: the next runs of a cron expression in a time
-  zone, as Debian's cron runs it (the rules are :mod:`after.crontab`'s).
+  zone, as Debian's cron runs it (the rules are :mod:`after.crontab`'s and :mod:`after.cronclock`'s).
 - :func:`retry_delay`: how long a failed attempt waits.
 - :func:`plan`: given the tasks the scheduler holds and ``now``, what to do this tick
   (fire, skip as missed, expire, recover an expired lease, acknowledge a cancel), in order.
@@ -22,7 +22,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from after import crontab
+from after import cronclock, crontab
 from after.errors import InvalidInput, Unprocessable
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -118,7 +118,7 @@ def _refused(expr: str, exc: crontab.CronError, field: str) -> Unprocessable:
 
 @functools.lru_cache(maxsize=4096)
 def _probe(cron: crontab.Cron, zi: ZoneInfo) -> datetime:
-    return crontab.next_run(cron, _CRON_PROBE, zi)
+    return cronclock.next_run(cron, _CRON_PROBE, zi)
 
 
 #: Where :func:`check_cron` looks for a first run in a zone.
@@ -128,14 +128,14 @@ _CRON_PROBE = datetime(2026, 1, 1, tzinfo=UTC)
 def next_cron(expr: str, after: datetime, *, tz: str | None = None, field: str = "cron") -> datetime:
     """The first run of ``expr`` strictly after ``after``, as Debian's cron would run it
     with ``TZ=tz``: wall-clock matches of ``tz``, and Debian's daylight-saving rules for
-    fixed-time and wildcard lines (:func:`after.crontab.next_run`, the README's "Timing").
+    fixed-time and wildcard lines (:func:`after.cronclock.next_run`, the README's "Timing").
 
     Unprocessable naming ``field`` when ``expr`` is not one After runs, or has no run left.
     """
     if not isinstance(expr, str):
         raise Unprocessable(f"{field}: not a valid cron expression: {expr!r}", field=field)
     try:
-        return crontab.next_run(crontab.parse(expr), after, zone(tz))
+        return cronclock.next_run(crontab.parse(expr), after, zone(tz))
     except crontab.CronError as exc:
         raise _refused(expr, exc, field) from None
 

@@ -175,70 +175,104 @@ def _changes(zone: str, year_from: int, year_to: int) -> tuple[tuple[int, int], 
 
 
 def runs(text: str, zone: str, after: datetime, count: int, *, years: int = 12) -> list[datetime]:
-    """The first ``count`` real minutes after ``after`` at which Debian's cron, started a
-    day earlier with ``TZ=zone`` and running on, starts the job ``text``."""
+    """The first ``count`` instants after ``after`` at which Debian's cron, started a day
+    earlier with ``TZ=zone`` and running on, starts the job ``text`` (alone in its crontab).
+
+    The daemon's own clock is simulated to the second: it wakes 1 s into each minute
+    (``cron_sleep``), each run of the queue is followed by ``sleep(10)`` in a catch-up, and
+    a catch-up that runs into a later minute goes on at the next wake-up. An instant is
+    given as After gives it: 1 s earlier (After starts runs on the minute), and a start in
+    the same second as the one before (the main loop's run and the next round's first)
+    one second after it.
+    """
     e = parse(text)
     changes = _changes(zone, min(2020, after.year - 1), max(2050, after.year + years))
     starts = [c[0] for c in changes]
     out: list[datetime] = []
+    last: list[int] = []
+    limit_s = after.timestamp()
 
-    def offset_at(minute: int) -> int:
-        i = max(0, _bisect(starts, minute))
-        return changes[i][1]
+    def offset_at(second: int) -> int:
+        return changes[max(0, _bisect(starts, second // 60))][1]
+
+    def clock_of(second: int) -> int:  # set_time(): clockTime = (time + GMToff) / 60
+        return (second + offset_at(second)) // 60
 
     def wall(clock: int) -> datetime:
         return datetime(1970, 1, 1) + timedelta(minutes=clock)
 
-    def clock_of(minute: int) -> int:
-        return (minute * 60 + offset_at(minute)) // 60
+    def matches(clock: int, *, wild: bool, fixed: bool) -> bool:  # find_jobs()
+        return ((e.wild and wild) or (not e.wild and fixed)) and e.matches(wall(clock))
 
-    now = int(after.timestamp()) // 60 - 24 * 60
-    end = int(after.timestamp()) // 60 + years * 366 * 1440
-    virtual = clock_of(now)
-    after_min = after.timestamp() / 60
+    def run(second: int) -> None:
+        at = second - 1
+        if last and at <= last[-1]:
+            at = last[-1] + 1
+        last[:] = [at]
+        if at > limit_s:
+            out.append(datetime.fromtimestamp(at, UTC))
 
-    def fire(minute: int, clock: int, *, wild: bool, fixed: bool) -> None:
-        if ((e.wild and wild) or (not e.wild and fixed)) and e.matches(wall(clock)) and minute > after_min:
-            at = datetime.fromtimestamp(minute * 60, UTC)
-            if not out or out[-1] != at:
-                out.append(at)
-
-    while now < end and len(out) < count:
-        now += 1
-        clock = clock_of(now)
-        diff = clock - virtual
+    t = (int(after.timestamp()) // 60 - 24 * 60) * 60 + 1
+    end = int(after.timestamp()) + years * 366 * 86400
+    running = clock_of(t)
+    virtual = running
+    while t < end and len(out) < count:
+        while True:  # cron_sleep(timeRunning + 1); set_time() until the minute changes
+            wait = (running + 1) * 60 - (t + offset_at(t)) + 1
+            if 0 < wait < 65:
+                t += wait
+            elif clock_of(t) == running:
+                t += 1
+            if clock_of(t) != running:
+                break
+        running = clock_of(t)
+        diff = running - virtual
+        queued = False
         if diff == 1:
-            virtual = clock
-            fire(now, virtual, wild=True, fixed=True)
+            virtual = running
+            if matches(running, wild=True, fixed=True):
+                run(t)
             # Nothing can match before the next wall-clock day (or hour) that matches,
             # unless the offset changes first: skip ahead, as the daemon would sleep.
-            nxt = _bisect(starts, now) + 1
-            limit = starts[nxt] - 2 if nxt < len(starts) else end
-            w = wall(clock)
+            nxt = _bisect(starts, t // 60) + 1
+            stop = starts[nxt] - 3 if nxt < len(starts) else end // 60
+            w = wall(running)
             if not e.day(w):
                 skip = (24 * 60 - w.hour * 60 - w.minute) - 1
             elif w.hour not in e.hour:
                 skip = 60 - w.minute - 1
             else:
                 skip = 0
-            skip = max(0, min(skip, limit - now))
-            now += skip
-            virtual += skip
-        elif diff > 180 or diff <= -180:
-            virtual = clock
-            fire(now, clock, wild=True, fixed=True)
-        elif diff > 5:
-            fire(now, clock, wild=True, fixed=False)
-            while virtual < clock:
+            skip = max(0, min(skip, stop - t // 60))
+            if t % 60 == 1:
+                t += skip * 60
+                running += skip
+                virtual += skip
+        elif diff > 180 or diff <= -180:  # the clock jumped: run everything, once
+            virtual = running
+            queued = matches(running, wild=True, fixed=True)
+        elif diff > 5:  # DST begins: wildcard now, fixed-time for each minute missed
+            queued = matches(running, wild=True, fixed=False)
+            while True:
+                if queued:
+                    run(t)
+                    t, queued = t + 10, False
                 virtual += 1
-                fire(now, virtual, wild=False, fixed=True)
-        elif diff > 0:
-            while virtual < clock:
+                queued = matches(virtual, wild=False, fixed=True)
+                if not (virtual < running and clock_of(t) == running):
+                    break
+        elif diff > 0:  # woke late: every job for each minute missed
+            while virtual < running:
+                if queued:
+                    run(t)
+                    t, queued = t + 10, False
                 virtual += 1
-                fire(now, virtual, wild=True, fixed=True)
-        else:
-            fire(now, clock, wild=True, fixed=False)
-    return out
+                queued = matches(virtual, wild=True, fixed=True)
+        else:  # DST ends: wildcard only, virtual time waits
+            queued = matches(running, wild=True, fixed=False)
+        if queued:  # job_runqueue() after the switch
+            run(t)
+    return out[:count]
 
 
 def _bisect(starts: list[int], minute: int) -> int:

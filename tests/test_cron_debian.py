@@ -215,8 +215,10 @@ CASES = [
     ("30 0 2 * * *", "UTC", utc(2026, 1, 1), [datetime(2026, 1, 1, 2, 0, 30, tzinfo=UTC), datetime(2026, 1, 2, 2, 0, 30, tzinfo=UTC)]),
     ("0 2 * * * 0", NY, utc(2026, 3, 8, 5), [utc(2026, 3, 8, 5, 2), utc(2026, 3, 8, 6, 2), utc(2026, 3, 8, 7, 2)]),
     ("15 30 2 * * *", NY, utc(2026, 3, 7, 12), [datetime(2026, 3, 8, 7, 0, 15, tzinfo=UTC), datetime(2026, 3, 9, 6, 30, 15, tzinfo=UTC)]),
-    # 6. every match is a time that does not exist, but it is fixed-time: it runs at the change
-    ("0-29/10 2 * 10 0#1", LORD_HOWE, utc(2026, 1, 1), [utc(2026, 10, 3, 15, 30), utc(2027, 10, 2, 15, 30)]),
+    # 6. every match is a time that does not exist, but it is fixed-time: each runs at the
+    # change, 10 s apart (Debian sleeps 10 s after each run of its catch-up)
+    ("0-29/10 2 * 10 0#1", LORD_HOWE, utc(2026, 1, 1), [utc(2026, 10, 3, 15, 30), utc(2026, 10, 3, 15, 30, 10), utc(2026, 10, 3, 15, 30, 20)]),
+    ("0,30 2,3 * * *", NY, utc(2026, 3, 8), [utc(2026, 3, 8, 7), utc(2026, 3, 8, 7, 0, 10), utc(2026, 3, 8, 7, 0, 20), utc(2026, 3, 8, 7, 30)]),
     # a change of 3 hours or more is a jump: Apia skipped 30 December 2011 (-10 -> +14)
     ("0 12 * * *", "Pacific/Apia", utc(2011, 12, 29), [utc(2011, 12, 29, 22), utc(2011, 12, 30, 22)]),
     # 7. Debian's shortcuts
