@@ -225,9 +225,13 @@ def test_three_daemons_2000_tasks_each_executed_exactly_once(start_daemon: Calla
     # hardly ever claim the same task at the same instant.
     pids = collections.Counter(line.split()[2] for line in out.read_text().splitlines())
     assert len(pids) == 3 and min(pids.values()) > n / 10, pids
+    # A stampede (every daemon claiming every task) loses about 2/3 of the claims. Without
+    # one, a claim is lost only where a daemon helped with the share of one whose tick
+    # stalled: none when this test runs alone (loaded or not), 121 (6%) in a whole
+    # `make test` beside two `yes` on 2 cores; 10% still tells the two apart.
     conflicts = sum(metric(d, "after_scheduler_actions_total", kind="lost") for d in daemons)
     uncertain = sum(metric(d, "after_scheduler_actions_total", kind="claims_uncertain") for d in daemons)
-    assert conflicts <= n * 0.01 and uncertain == 0, (conflicts, uncertain)
+    assert conflicts <= n * 0.10 and uncertain == 0, (conflicts, uncertain)
     # A daemon that stops says so; the others no longer count it.
     gone = daemons[2].api("GET", "/")[1]["daemon"]
     daemons[2].stop()
