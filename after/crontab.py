@@ -81,6 +81,7 @@ _MONTH = _Field("month", 1, 12, _MONTHS)
 _DOW = _Field("day of week", 0, 7, _DAYS)
 
 _ITEM = re.compile(r"^(?:(\*)|([0-9a-z]+)(?:-([0-9a-z]+))?)(?:/([0-9a-z]*))?$", re.IGNORECASE)
+_YEAR = re.compile(r"[0-9]{4}(-[0-9]{4})?")
 _NTH = re.compile(r"^([0-9a-z]+)#([0-9]+)$", re.IGNORECASE)
 
 
@@ -96,9 +97,6 @@ class Cron:
     #: Debian's fixed-time class: neither the minute nor the hour field starts with ``*``.
     fixed: bool
     seconds: bool
-    #: The months and days of month the expression names (None when an extension decides).
-    months: frozenset[int]
-    doms: frozenset[int] | None
 
 
 def _number(text: str, field: _Field, *, what: str) -> int:
@@ -190,10 +188,10 @@ def parse(text: str) -> Cron:
             raise CronError(f"unknown shortcut {source!r} (known: {', '.join(SHORTCUTS)})")
         source = SHORTCUTS[source.lower()]
     fields = source.split()
-    if len(fields) not in (5, 6) and not (len(fields) == 7 and re.fullmatch(r"[0-9]{4}(-[0-9]{4})?", fields[-1])):
-        raise CronError(f"expected 5 fields (or 6 with seconds first), got {len(fields)}: {text!r}")
-    if len(fields) >= 6 and re.fullmatch(r"[0-9]{4}(-[0-9]{4})?", fields[-1]):
+    if len(fields) in (6, 7) and _YEAR.fullmatch(fields[-1]):
         raise CronError(f"a year field is not supported (six fields are seconds first): {text!r}", field=_DOW.name if len(fields) == 6 else None)
+    if len(fields) not in (5, 6):
+        raise CronError(f"expected 5 fields (or 6 with seconds first), got {len(fields)}: {text!r}")
     seconds = len(fields) == 6
     sec = ""
     if seconds:
@@ -214,7 +212,7 @@ def parse(text: str) -> Cron:
         dom, dow, doms, day_or = "*", "*", frozenset(range(1, 32)), False
     parts = [minute, hour, dom, _listed(set(months), _MONTH), dow]
     expr = " ".join([sec, *parts] if seconds else parts)
-    cron = Cron(text=text, expr=expr, day_or=day_or, fixed=not (minute_t.startswith("*") or hour_t.startswith("*")), seconds=seconds, months=months, doms=doms)
+    cron = Cron(text=text, expr=expr, day_or=day_or, fixed=not (minute_t.startswith("*") or hour_t.startswith("*")), seconds=seconds)
     if not day_or and doms is not None and not any(d <= _MONTH_DAYS[m] for m in months for d in doms):
         raise NeverFires(f"{text!r} never fires: no month among its months has such a day")
     try:
