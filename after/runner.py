@@ -610,8 +610,7 @@ class Runner:
         except InvalidInput as exc:
             # No run left (the zone's rules changed so that every match is a time that
             # does not exist): this run's outcome is kept in ``runs``, the task ends.
-            doc["error"] = {"reason": "invalid", "type": "invalid", "message": exc.message, "field": exc.field}
-            return model.set_status(doc, model.ERR, self.by, now, limit=self._limit(), reason=f"invalid: {exc.message}")
+            return triage.ended_invalid(doc, exc.message, exc.field, by=self.by, now=now, limit=self._limit())
         if nxt is not None:
             doc["date"] = timing.fmt(nxt)
             doc["attempts"] = 0
