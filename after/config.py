@@ -73,6 +73,13 @@ class Settings:
     workers_log_backups: int = 3
     workers_restart_max_delay: float = 60.0
     workers_shutdown_timeout: float = 30.0
+    # Warm job processes per worker (isolated jobs): 0 = the worker's concurrency.
+    workers_pool_size: int = 0
+    # Jobs a job process runs before it is replaced (0: no limit).
+    workers_max_tasks_per_process: int = 1000
+    # A job process past this resident memory is killed (mid-job: the task fails) or
+    # replaced (between jobs); 0: no ceiling.
+    workers_max_memory_mb: float = 1024.0
     workers_autostart: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     # [jobs.NAME] command = "..." : shell jobs declared by the operator
     jobs: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
@@ -266,6 +273,12 @@ def validate(s: Settings) -> None:
         raise ConfigError("scheduler.heartbeat_seconds must be between 0.1 and 300")
     if s.scheduler_window_seconds < 2:
         raise ConfigError("scheduler.window_seconds must be >= 2")
+    if not 0 <= s.workers_pool_size <= 1000:
+        raise ConfigError(f"workers.pool_size must be 0 (the worker's concurrency) .. 1000, got {s.workers_pool_size}")
+    if s.workers_max_tasks_per_process < 0:
+        raise ConfigError(f"workers.max_tasks_per_process must be >= 0 (0: no limit), got {s.workers_max_tasks_per_process}")
+    if s.workers_max_memory_mb < 0:
+        raise ConfigError(f"workers.max_memory_mb must be >= 0 (0: no ceiling), got {s.workers_max_memory_mb:g}")
     if s.couchdb_url and "://" not in s.couchdb_url:
         raise ConfigError(f"couchdb.url must be an http(s) URL, got {redact_url(s.couchdb_url)!r}")
     if not s.couchdb_database or not s.couchdb_database[0].islower():

@@ -23,22 +23,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 import os
 import random
-import signal
-import sys
 import traceback
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from after import model, procgroup, quorum, timing, triage
+from after import model, quorum, timing, triage
 from after.bulkwriter import BulkWriter
 from after.config import Settings
 from after.errors import AfterError, Conflict, InvalidInput, NotFound, Uncertain
+from after.jobpool import IsolatedJobError, JobCrashed, JobOverMemory, JobPool, Limits
 from after.jobs import JobFailed, JobFunc, TaskContext, is_async, isolated
 from after.store import Store
 
@@ -79,19 +77,6 @@ WAKE_AHEAD = 0.05
 
 class UnknownJob(Exception):
     """The task names a job this worker does not have."""
-
-
-class IsolatedJobError(Exception):
-    """An isolated job raised: ``error`` is its description from the job's process."""
-
-    def __init__(self, error: dict[str, Any], result: Any) -> None:
-        super().__init__(error.get("message"))
-        self.error = error
-        self.result = result
-
-
-class JobCrashed(Exception):
-    """An isolated job's process ended without an answer (os._exit, a signal, a crash)."""
 
 
 Notify = Callable[[dict[str, Any]], None]
@@ -160,6 +145,22 @@ class Runner:
         self.modules = list(modules or [])
         #: False runs every job inline (the in-process scheduler: its functions are not importable by name).
         self.isolate = isolate
+        #: The warm processes isolated jobs run in; none start until one is needed (or prestarted).
+        self.jobpool = JobPool(
+            Limits(
+                size=settings.workers_pool_size or self.concurrency,
+                max_tasks=settings.workers_max_tasks_per_process,
+                max_memory_mb=settings.workers_max_memory_mb,
+            ),
+            {"modules": self.modules, "config_jobs": settings.jobs},
+            name=name,
+        )
+
+    def prestart(self) -> None:
+        """Start one job process now if any of this worker's jobs runs isolated, so the
+        first run finds it warm."""
+        if self.isolate and any(isolated(f) for f in self.registry.values()):
+            self.jobpool.prestart(1)
 
     # -- control -------------------------------------------------------------------------
 
@@ -199,6 +200,7 @@ class Runner:
                 t.cancel()
             await asyncio.wait(list(self.running.values()), timeout=30)
         await self.writer.stop()
+        await self.jobpool.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     # -- one task ---------------------------------------------------------------------------
@@ -459,6 +461,8 @@ class Runner:
             return "fail", None, error_info("unknown_job", exc)
         except IsolatedJobError as exc:
             return "fail", exc.result, exc.error
+        except JobOverMemory as exc:
+            return "fail", None, error_info("memory", exc)
         except JobCrashed as exc:
             return "fail", None, error_info("crashed", exc)
         except JobFailed as exc:
@@ -477,68 +481,23 @@ class Runner:
         return await loop.run_in_executor(self._pool, functools.partial(func, ctx, *args, **kwargs))
 
     async def _call_isolated(self, ctx: TaskContext, job: Mapping[str, Any]) -> Any:
-        """Run the job in a process of its own (:mod:`after.jobproc`); kill its group on timeout or cancel."""
-        spec = {
-            "modules": self.modules,
-            "config_jobs": self.settings.jobs,
+        """Run the job in one of this worker's warm job processes (:mod:`after.jobpool`)."""
+        request = {
             "job": dict(job),
             "task": dict(ctx.task),
             "worker": self.name,
             "settings": self._job_settings(),
             "log_limit": self.settings.scheduler_log_limit,
         }
-        loop = asyncio.get_running_loop()
-        rfd, wfd = os.pipe()
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-P",  # no cwd on sys.path: a directory named `after` there would shadow the package
-                "-m",
-                "after.jobproc",
-                stdin=asyncio.subprocess.PIPE,
-                pass_fds=(wfd,),
-                env={**os.environ, "AFTER_JOBPROC_FD": str(wfd)},
-                **procgroup.spawn_options(),  # its own group, killed with the worker
-            )
-        except BaseException:
-            os.close(rfd)
-            raise
-        finally:
-            os.close(wfd)
-        procgroup.started(ctx.id, proc.pid)
-        reader = asyncio.StreamReader(limit=64 * 1024 * 1024)
-        transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(rfd, "rb"))
-        final: dict[str, Any] | None = None
-        try:
-            assert proc.stdin is not None
-            proc.stdin.write(json.dumps(spec).encode())
-            await proc.stdin.drain()
-            proc.stdin.close()
-            while line := await reader.readline():
-                msg = json.loads(line)
-                if "progress" in msg:
-                    value = msg["progress"] or {}
-                    ctx.progress(value.get("done", 0), value.get("total"))
-                elif "log" in msg:
-                    ctx.log(msg["log"])
-                else:
-                    final = msg
-            code = await proc.wait()
-        except BaseException:
-            # Timeout, cancel or shutdown: the job's whole process group goes.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            await proc.wait()
-            raise
-        finally:
-            transport.close()
-            procgroup.ended(ctx.id, proc.pid)
-        if final is None:
-            how = f"exited with {code}" if code >= 0 else f"was killed by {signal.Signals(-code).name}"
-            raise JobCrashed(f"the job's process {how} before it answered")
-        if "error" in final:
-            raise IsolatedJobError(final["error"], final.get("result"))
-        return final.get("result")
+
+        def relay(msg: dict[str, Any]) -> None:
+            if "progress" in msg:
+                value = msg["progress"] or {}
+                ctx.progress(value.get("done", 0), value.get("total"))
+            else:
+                ctx.log(msg["log"])
+
+        return await self.jobpool.run(ctx.id, request, relay)
 
     def _job_settings(self) -> dict[str, Any]:
         s = self.settings

@@ -648,8 +648,10 @@ class Supervisor:
         procgroup.kill_groups(groups)
         left = await procgroup.wait_gone(groups)
         for pgid, task_id in sorted(groups.items()):
-            log.warning("worker %s: killed the process group %d of task %s's job", wp.name, pgid, task_id)
-            self._log_line(wp, f"killed the process group {pgid} of task {task_id}'s job (its worker is gone)")
+            # A warm job process is reported for its life, without a task (after.jobpool).
+            whose = f"task {task_id}'s job" if task_id else "a job process"
+            log.warning("worker %s: killed the process group %d of %s", wp.name, pgid, whose)
+            self._log_line(wp, f"killed the process group {pgid} of {whose} (its worker is gone)")
         if left:
             log.error("worker %s: job process groups %s still alive after SIGKILL", wp.name, left)
 

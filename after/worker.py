@@ -77,6 +77,7 @@ async def serve(name: str, fd: int, modules: list[str], concurrency: int) -> int
     runner = Runner(store, name=name, registry=registry, settings=settings, concurrency=concurrency, notify=send, modules=modules)
     # Every job process group, so that the daemon kills them if this process dies.
     procgroup.set_listener(lambda event, task_id, pgid: send({"op": "job_group", "id": task_id, "pgid": pgid, "running": event == "start"}))
+    runner.prestart()
     send({"op": "hello", "pid": os.getpid(), "jobs": sorted(registry), "concurrency": concurrency})
     log.info("worker %s started (pid %d), jobs: %s", name, os.getpid(), ", ".join(sorted(registry)))
 

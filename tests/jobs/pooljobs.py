@@ -1,0 +1,63 @@
+"""Jobs for the job pool's tests (tests/test_jobpool.py): plain ``@job()`` functions, so
+they run isolated, in the warm job processes."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from after.jobs import TaskContext, job
+
+#: What ``leak`` keeps: it lives as long as its process.
+_kept: list[bytes] = []
+
+
+@job()
+def pid(ctx: TaskContext) -> int:
+    """The job process's pid: the same across runs while the process is kept warm."""
+    return os.getpid()
+
+
+@job()
+def leak(ctx: TaskContext, mb: int) -> int:
+    """Keep ``mb`` MB for good (a leak): the run is fine, the process is too big after it."""
+    _kept.append(os.urandom(1024) * (mb * 1024))
+    return os.getpid()
+
+
+@job()
+def grow(ctx: TaskContext, mb: int, path: str, hold: float = 60.0) -> None:
+    """Take ``mb`` MB and hold it; write this process's pid to ``path`` once it has it."""
+    block = os.urandom(1024) * (mb * 1024)
+    with open(path, "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(hold)
+    del block
+
+
+@job()
+def exit_now(ctx: TaskContext, code: int = 17) -> None:
+    os._exit(code)
+
+
+@job()
+def nap(ctx: TaskContext, seconds: float, path: str | None = None) -> int:
+    if path:
+        with open(path, "w") as f:
+            f.write(str(os.getpid()))
+    time.sleep(seconds)
+    return os.getpid()
+
+
+@job()
+def chat(ctx: TaskContext, steps: int = 3) -> dict[str, Any]:
+    for i in range(steps):
+        ctx.log(f"step {i + 1} of {steps}")
+        ctx.progress(i + 1, steps)
+    return {"steps": steps}
+
+
+@job()
+async def pid_async(ctx: TaskContext) -> int:
+    return os.getpid()

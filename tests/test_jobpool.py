@@ -1,0 +1,195 @@
+"""The warm job processes (after/jobpool.py): many jobs per process, and a crash, a
+timeout, an ``os._exit``, a memory leak or a process's quota costs only that process.
+
+Real processes throughout: the pool is driven directly (it touches no store) with the
+jobs of tests/jobs/pooljobs.py, and once through a real daemon and worker."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import TESTS, Daemon, wait_until
+
+from after import config
+from after.errors import ConfigError
+from after.jobpool import IsolatedJobError, JobCrashed, JobOverMemory, JobPool, Limits, retire_reason
+
+
+@pytest.mark.parametrize(
+    ("limits", "runs", "rss", "expected"),
+    [
+        (Limits(size=1), 10**6, 10**5, None),  # no limits: kept for good
+        (Limits(size=1, max_tasks=3), 2, 30.0, None),
+        (Limits(size=1, max_tasks=3), 3, 30.0, "ran 3 jobs (workers.max_tasks_per_process)"),
+        (Limits(size=1, max_memory_mb=100), 1, 100.0, None),  # at the ceiling is not past it
+        (Limits(size=1, max_memory_mb=100), 1, 100.5, "uses 100 MB, over workers.max_memory_mb = 100"),
+        (Limits(size=1, max_memory_mb=100), 1, None, None),  # memory unknown (no /proc): kept
+        (Limits(size=1, max_tasks=1, max_memory_mb=100), 1, 500.0, "ran 1 jobs (workers.max_tasks_per_process)"),
+    ],
+)
+def test_when_a_process_retires(limits: Limits, runs: int, rss: float | None, expected: str | None) -> None:
+    assert retire_reason(limits, runs=runs, rss_mb=rss) == expected
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"AFTER_WORKERS_POOL_SIZE": "-1"}, "workers.pool_size must be 0 (the worker's concurrency) .. 1000, got -1"),
+        ({"AFTER_WORKERS_POOL_SIZE": "many"}, "workers.pool_size: expected int, got 'many'"),
+        ({"AFTER_WORKERS_MAX_TASKS_PER_PROCESS": "-5"}, "workers.max_tasks_per_process must be >= 0 (0: no limit), got -5"),
+        ({"AFTER_WORKERS_MAX_MEMORY_MB": "-1"}, "workers.max_memory_mb must be >= 0 (0: no ceiling), got -1"),
+    ],
+)
+def test_pool_settings_that_make_no_sense_are_refused_by_name(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config.load("/dev/null", env=env)
+    assert info.value.message == message
+
+
+@pytest.fixture
+async def make_pool(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Callable[..., JobPool]]:
+    """Pools whose processes import tests/jobs/pooljobs.py; all closed after the test."""
+    monkeypatch.setenv("PYTHONPATH", str(TESTS / "jobs") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    pools: list[JobPool] = []
+
+    def make(*, modules: list[str] | None = None, **limits: Any) -> JobPool:
+        pool = JobPool(Limits(**{"size": 1, **limits}), {"modules": ["pooljobs"] if modules is None else modules, "config_jobs": {}}, name="t")
+        pools.append(pool)
+        return pool
+
+    yield make
+    for pool in pools:
+        await pool.close()
+
+
+async def run(pool: JobPool, name: str, *args: Any, messages: list[dict[str, Any]] | None = None, **kwargs: Any) -> Any:
+    job = {"name": name, "arguments": list(args), "kwargs": kwargs}
+    request = {"job": job, "task": {"_id": f"task:{name}"}, "worker": "t", "settings": {}, "log_limit": 50}
+    return await pool.run(f"task:{name}", request, (messages if messages is not None else []).append)
+
+
+def gone(pid: int) -> bool:
+    return not Path(f"/proc/{pid}").exists()
+
+
+async def wait_for_file(path: Path, timeout: float = 30.0) -> str:
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and path.read_text()):
+        assert time.monotonic() < deadline, f"{path} was never written"
+        await asyncio.sleep(0.02)
+    return path.read_text()
+
+
+async def test_one_process_runs_many_jobs_sync_and_async(make_pool: Callable[..., JobPool]) -> None:
+    pool = make_pool()
+    pids = [await run(pool, "pid") for _ in range(5)] + [await run(pool, "pid_async")]
+    assert len(set(pids)) == 1 and pids[0] != os.getpid()
+    assert pool.started == 1
+
+
+async def test_a_process_is_replaced_after_max_tasks(make_pool: Callable[..., JobPool]) -> None:
+    pool = make_pool(max_tasks=2)
+    pids = [await run(pool, "pid") for _ in range(5)]
+    assert pids[0] == pids[1] != pids[2] == pids[3] != pids[4]
+    await asyncio.to_thread(wait_until, lambda: gone(pids[0]), 10, "the retired process to exit")
+
+
+async def test_os_exit_costs_only_its_own_process(make_pool: Callable[..., JobPool], tmp_path: Path) -> None:
+    pool = make_pool(size=2)
+    sibling = asyncio.ensure_future(run(pool, "nap", 1.0, str(tmp_path / "nap")))
+    sibling_pid = int(await wait_for_file(tmp_path / "nap"))
+    with pytest.raises(JobCrashed, match="exited with 17 before it answered"):
+        await run(pool, "exit_now", 17)
+    assert await sibling == sibling_pid  # the other job, in the other process, went on
+    assert isinstance(await run(pool, "pid"), int)  # and the pool still runs jobs
+    assert pool.stats()["alive"] <= 2
+
+
+async def test_a_job_past_its_timeout_is_killed_with_its_process(make_pool: Callable[..., JobPool], tmp_path: Path) -> None:
+    pool = make_pool()
+    marker = tmp_path / "pid"
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(1.0):
+            await run(pool, "nap", 3600, str(marker))
+    pid = int(marker.read_text())
+    await asyncio.to_thread(wait_until, lambda: gone(pid), 10, "the timed-out job's process to be gone")
+    assert await run(pool, "pid") != pid
+
+
+async def test_a_job_growing_past_the_memory_ceiling_is_killed(make_pool: Callable[..., JobPool], tmp_path: Path) -> None:
+    pool = make_pool(max_memory_mb=150)
+    marker = tmp_path / "pid"
+    with pytest.raises(JobOverMemory, match=r"used \d+ MB, over workers.max_memory_mb = 150: killed"):
+        async with asyncio.timeout(60):
+            await run(pool, "grow", 300, str(marker))
+    pid = int(marker.read_text())
+    await asyncio.to_thread(wait_until, lambda: gone(pid), 10, "the grown process to be gone")
+    assert await run(pool, "pid") != pid
+
+
+async def test_a_process_that_leaked_is_replaced_after_its_run(make_pool: Callable[..., JobPool]) -> None:
+    pool = make_pool(max_memory_mb=150)
+    leaked = await run(pool, "leak", 200)  # the run itself is fine
+    assert await run(pool, "pid") != leaked
+    first, second = await run(pool, "pid"), await run(pool, "pid")
+    assert first == second  # a process within the ceiling is kept
+
+
+async def test_a_process_dead_between_jobs_costs_no_task(make_pool: Callable[..., JobPool]) -> None:
+    pool = make_pool()
+    pid = await run(pool, "pid")
+    os.kill(pid, signal.SIGKILL)
+    await asyncio.to_thread(wait_until, lambda: gone(pid), 10, "the idle process to die")
+    assert await run(pool, "pid") != pid
+
+
+async def test_progress_and_log_lines_reach_the_worker(make_pool: Callable[..., JobPool]) -> None:
+    messages: list[dict[str, Any]] = []
+    assert await run(make_pool(), "chat", messages=messages, steps=2) == {"steps": 2}
+    assert messages == [
+        {"log": "step 1 of 2"},
+        {"progress": {"done": 1, "total": 2}},
+        {"log": "step 2 of 2"},
+        {"progress": {"done": 2, "total": 2}},
+    ]
+
+
+async def test_a_job_module_that_cannot_load_fails_each_run_not_the_pool(make_pool: Callable[..., JobPool]) -> None:
+    pool = make_pool(modules=["no_such_module_for_after"])
+    for _ in range(2):
+        with pytest.raises(IsolatedJobError, match="no_such_module_for_after"):
+            await run(pool, "pid")
+    assert pool.started == 1
+
+
+async def test_jobs_beyond_the_pool_size_wait_for_a_process(make_pool: Callable[..., JobPool]) -> None:
+    pool = make_pool(size=2)
+    pids = await asyncio.gather(*(run(pool, "nap", 0.2) for _ in range(6)))
+    assert len(set(pids)) == 2 and pool.started == 2
+
+
+async def test_closing_the_pool_ends_its_processes(make_pool: Callable[..., JobPool]) -> None:
+    pool = make_pool(size=2)
+    pids = set(await asyncio.gather(run(pool, "nap", 0.2), run(pool, "nap", 0.2)))
+    await pool.close()
+    assert all(gone(p) for p in pids)
+
+
+def test_a_worker_runs_its_plain_functions_in_warm_processes(start_daemon: Callable[..., Daemon]) -> None:
+    d = start_daemon("d1", AFTER_WORKERS_MAX_TASKS_PER_PROCESS="3")
+    d.start_worker("w", concurrency=1, jobs=["pooljobs"])
+    pids = []
+    for _ in range(4):
+        doc = d.wait_status(d.create({"worker": "w", "date": time.time(), "job": "pid"})["id"], "done", timeout=30)
+        pids.append(doc["result"])
+    # One process for three runs (workers.max_tasks_per_process = 3), then its replacement.
+    assert pids[0] == pids[1] == pids[2] != pids[3]
+    doc = d.wait_status(d.create({"worker": "w", "date": time.time(), "job": {"name": "chat", "kwargs": {"steps": 2}}})["id"], "done", timeout=30)
+    assert doc["log"] == ["step 1 of 2", "step 2 of 2"] and doc["progress"] == {"done": 2, "total": 2}
