@@ -101,6 +101,8 @@ class WorkerProc:
             "running_tasks": len(self.inflight),
             "last_error": self.last_error,
             "restarts": self.restarts,
+            # Warm job processes (after.jobpool): reported for their life, without a task.
+            "job_processes": sum(1 for task_id in self.groups.values() if not task_id),
             "concurrency": self.concurrency,
             "jobs_modules": self.jobs,
             "jobs": self.known_jobs,

@@ -191,5 +191,8 @@ def test_a_worker_runs_its_plain_functions_in_warm_processes(start_daemon: Calla
         pids.append(doc["result"])
     # One process for three runs (workers.max_tasks_per_process = 3), then its replacement.
     assert pids[0] == pids[1] == pids[2] != pids[3]
+    # The replaced one is gone and its replacement is warm: one job process (concurrency 1).
+    wait_until(lambda: d.api("GET", "/workers/w")[1]["job_processes"] == 1 and not Path(f"/proc/{pids[2]}").exists(), 20, "one job process left")
+    assert 'after_worker_job_processes{worker="w"} 1.0' in d.api("GET", "/metrics")[1]
     doc = d.wait_status(d.create({"worker": "w", "date": time.time(), "job": {"name": "chat", "kwargs": {"steps": 2}}})["id"], "done", timeout=30)
     assert doc["log"] == ["step 1 of 2", "step 2 of 2"] and doc["progress"] == {"done": 2, "total": 2}

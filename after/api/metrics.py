@@ -49,6 +49,7 @@ def install(app: web.Application) -> None:
     )
     restarts = Gauge("after_worker_restarts", "Restarts of each worker process since it was started", ["worker"], registry=reg)
     running = Gauge("after_worker_running", "1 when the worker process runs", ["worker"], registry=reg)
+    job_processes = Gauge("after_worker_job_processes", "Warm job processes of each worker (isolated jobs), idle or busy", ["worker"], registry=reg)
     contained = Counter(
         "after_contained_failures_total",
         "Failures contained to the one task that caused them (that task ended err, reason internal), by where: observe, plan, fire, recover, ..., worker",
@@ -111,6 +112,7 @@ def install(app: web.Application) -> None:
         for info in app[SUPERVISOR].list():
             restarts.labels(info["name"]).set(info["restarts"])
             running.labels(info["name"]).set(1 if info["running"] else 0)
+            job_processes.labels(info["name"]).set(info.get("job_processes", 0))
         return generate_latest(reg)
 
     app[RENDER] = render

@@ -70,6 +70,7 @@ WORKER = {
         "running_tasks": {"type": "integer"},
         "last_error": {"type": ["string", "null"]},
         "restarts": {"type": "integer"},
+        "job_processes": {"type": "integer", "description": "its warm job processes, idle or running a job (isolated jobs)"},
         "concurrency": {"type": "integer"},
         "jobs_modules": {"type": "array", "items": {"type": "string"}},
         "jobs": {"type": ["array", "null"], "items": {"type": "string"}, "description": "the jobs it declared (null until it said hello)"},
