@@ -428,7 +428,8 @@ class Runner:
         # Let every job due at this moment start before anyone's bookkeeping.
         await asyncio.sleep(0)
         due = timing.eligible_at(ctx.task) or now
-        self.notify({"op": "started", "id": task_id, "job": _job_name(ctx.task), "lag": max(0.0, (now - due).total_seconds())})
+        lease_id = (ctx.task.get("lease") or {}).get("id")
+        self.notify({"op": "started", "id": task_id, "job": _job_name(ctx.task), "lag": max(0.0, (now - due).total_seconds()), "lease": lease_id})
         self.tasks_run += 1
         if error:
             self.last_error = f"{task_id}: {error.get('message')}"

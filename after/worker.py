@@ -7,7 +7,7 @@ daemon -> worker: ``{"op": "run", "task": {...}}`` (a claimed task),
 ``{"op": "cancel", "id": ...}``, ``{"op": "stop", "timeout": s}``.
 
 worker -> daemon: ``{"op": "hello", "pid", "jobs"}``,
-``{"op": "started", "id", "job", "lag"}`` (how many seconds after its due time the job
+``{"op": "started", "id", "job", "lag", "lease"}`` (how many seconds after its due time the job
 started; sent when the job ends, to keep the start itself lean),
 ``{"op": "finished", "id", "status", "job"}``, ``{"op": "job_group", "id", "pgid",
 "running"}`` (a job started or ended a process group: the daemon kills the groups

@@ -38,6 +38,7 @@ from after.embedded import ADMIN, EmbeddedCouch, free_port
 from after.runner import Runner
 from after.scheduler import connect
 from after.store import Store
+from after.supervisor import room
 
 
 def running_here(d: Daemon) -> set[str]:
@@ -54,6 +55,21 @@ def worker_info(d: Daemon, name: str) -> dict:
 
 
 # -- supervision -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("concurrency", "inflight", "finishing", "expected"),
+    [
+        (4, 0, 0, 8),  # an idle worker: its slots and as many queued
+        (4, 8, 0, 0),  # four running, four queued: full
+        (4, 8, 4, 4),  # four whose job is over (their outcome being written) take no slot
+        (4, 8, 8, 8),
+        (4, 12, 0, 0),  # more than that (a claim-ahead burst): never negative
+        (1, 1, 0, 1),
+    ],
+)
+def test_how_many_tasks_a_worker_is_sent(concurrency: int, inflight: int, finishing: int, expected: int) -> None:
+    assert room(concurrency, inflight=inflight, finishing=finishing) == expected
 
 
 @pytest.mark.parametrize(("retry", "expected"), [(None, "err"), (1, "done")])
