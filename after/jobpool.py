@@ -26,6 +26,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -38,6 +39,13 @@ MEMORY_CHECK = 0.5
 
 #: How long a new process gets to import the worker's job modules and say it is ready.
 START_TIMEOUT = 60.0
+
+#: A job that finds every process busy starts a new one only once none has come free for
+#: this long (see :func:`should_grow`).
+GROW_AFTER = 0.1
+
+#: A process idle this long is ended (all but one): a burst does not keep its processes.
+IDLE_SECONDS = 60.0
 
 _PAGE_MB = os.sysconf("SC_PAGE_SIZE") / (1024 * 1024) if hasattr(os, "sysconf") else 4096 / (1024 * 1024)
 
@@ -86,6 +94,21 @@ def retire_reason(limits: Limits, *, runs: int, rss_mb: float | None) -> str | N
     return None
 
 
+def should_grow(limits: Limits, *, alive: int, idle: int, spawning: int, quiet: float) -> bool:
+    """Whether a job that wants a process starts a new one now, rather than wait for one.
+
+    ``alive`` counts the processes, starting ones included (``spawning`` of them); ``quiet``
+    is how long since a process last came free (ended a job, or started). The pool grows
+    one process at a time, and only when the busy ones stay busy: a thousand short jobs
+    due at once are served by the few processes that keep coming free (each new one
+    costs ~0.1 s of CPU, the price of the per-run interpreter this pool replaced), while
+    jobs that sleep or wait on I/O grow it, up to ``limits.size``, ~``GROW_AFTER`` apart.
+    """
+    if idle or spawning or alive >= limits.size:
+        return False
+    return alive == 0 or quiet >= GROW_AFTER
+
+
 def over_memory(limits: Limits, rss_mb: float | None) -> bool:
     """Whether a process using ``rss_mb`` MB is past the ceiling (never without one)."""
     return bool(limits.max_memory_mb) and rss_mb is not None and rss_mb > limits.max_memory_mb
@@ -108,6 +131,8 @@ class JobProcess:
         self.reader = reader
         self.transport = transport
         self.runs = 0
+        #: When it last came free (time.monotonic()): idle ones are ended after IDLE_SECONDS.
+        self.free_since = 0.0
 
     @property
     def pid(self) -> int:
@@ -171,7 +196,7 @@ class JobPool:
     config file's jobs), so each imports them once, when it starts.
     """
 
-    def __init__(self, limits: Limits, init: Mapping[str, Any], *, name: str = "") -> None:
+    def __init__(self, limits: Limits, init: Mapping[str, Any], *, name: str = "", idle_seconds: float = IDLE_SECONDS) -> None:
         self.limits = dataclasses.replace(limits, size=max(1, limits.size))
         self.init = dict(init)
         self.name = name
@@ -182,6 +207,12 @@ class JobPool:
         self._starting: set[asyncio.Task[None]] = set()
         self._busy: set[JobProcess] = set()
         self._closed = False
+        #: Processes starting now (counted in ``_count`` too).
+        self._spawning = 0
+        #: When a process last came free (see :func:`should_grow`).
+        self._last_free = 0.0
+        self._reaper: asyncio.TimerHandle | None = None
+        self.idle_seconds = idle_seconds
         self.started = 0
 
     # -- what the runner calls -------------------------------------------------------------
@@ -236,6 +267,8 @@ class JobPool:
     async def close(self) -> None:
         """End every process: idle ones exit, busy ones (there should be none) are killed."""
         self._closed = True
+        if self._reaper is not None:
+            self._reaper.cancel()
         for t in list(self._starting):
             t.cancel()
         await asyncio.gather(*self._starting, return_exceptions=True)
@@ -251,42 +284,76 @@ class JobPool:
     # -- processes -------------------------------------------------------------------------
 
     async def _acquire(self) -> JobProcess:
-        while True:
-            if self._closed:
-                raise JobCrashed("the worker is stopping")
-            while self._idle:
-                jp = self._idle.pop()
-                if jp.alive:
-                    self._busy.add(jp)
-                    return jp
-                self._count -= 1
-                await jp.close()
-            if self._count < self.limits.size:
-                self._count += 1
+        """A process for one job: an idle one, a new one (:func:`should_grow`), or the next
+        to come free, in the order the jobs asked (a job never overtakes one waiting)."""
+        if not self._waiters:
+            jp = await self._take_or_grow()
+            if jp is not None:
+                return jp
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._waiters.append(fut)
+        try:
+            while True:
                 try:
-                    jp = await self._spawn()
-                except BaseException:
-                    self._count -= 1
-                    self._wake()
-                    raise
+                    if self._count < self.limits.size:
+                        # Back after GROW_AFTER at the latest: the pool may have to grow.
+                        await asyncio.wait_for(asyncio.shield(fut), GROW_AFTER)
+                    else:
+                        await fut
+                except TimeoutError:
+                    pass
+                if self._closed:
+                    raise JobCrashed("the worker is stopping")
+                if not fut.done() and self._waiters[0] is not fut:
+                    continue  # others came first
+                jp = await self._take_or_grow()
+                if jp is not None:
+                    return jp
+                if fut.done():  # woken, but what came free is gone (it died): first in line again
+                    fut = loop.create_future()
+                    self._waiters.appendleft(fut)
+        except BaseException:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                self._wake()  # woken, but cancelled before it could take the process: pass it on
+            raise
+        finally:
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(fut)
+
+    async def _take_or_grow(self) -> JobProcess | None:
+        """An idle process, or a new one if the pool should grow now; None: wait."""
+        while self._idle:
+            jp = self._idle.pop()  # the most recently used: the others age out (_reap)
+            if jp.alive:
                 self._busy.add(jp)
                 return jp
-            fut = asyncio.get_running_loop().create_future()
-            self._waiters.append(fut)
-            try:
-                await fut
-            except BaseException:
-                if fut.done() and not fut.cancelled():
-                    self._wake()  # woken, but cancelled before it could take the process: pass it on
-                raise
-            finally:
-                with contextlib.suppress(ValueError):
-                    self._waiters.remove(fut)
+            self._count -= 1
+            await jp.close()
+        if self._closed:
+            raise JobCrashed("the worker is stopping")
+        quiet = time.monotonic() - self._last_free
+        if not should_grow(self.limits, alive=self._count, idle=0, spawning=self._spawning, quiet=quiet):
+            return None
+        self._count += 1
+        self._spawning += 1
+        try:
+            jp = await self._spawn()
+        except BaseException:
+            self._count -= 1
+            self._wake()
+            raise
+        finally:
+            self._spawning -= 1
+        self._busy.add(jp)
+        self._last_free = time.monotonic()  # it came free, to its spawner: growth steps stay GROW_AFTER apart
+        self._wake()  # the next in line may find that the pool must grow again
+        return jp
 
     def _release(self, jp: JobProcess, *, keep: bool) -> None:
         self._busy.discard(jp)
         if keep and not self._closed and jp.alive:
-            self._idle.append(jp)
+            self._free(jp)
         else:
             self._count -= 1
             task = asyncio.get_running_loop().create_task(jp.close(kill=True))
@@ -298,6 +365,31 @@ class JobPool:
                 self._start_in_background()
         self._wake()
 
+    def _free(self, jp: JobProcess) -> None:
+        """``jp`` is idle: hand it to the next job; end it if none comes for ``idle_seconds``."""
+        jp.free_since = self._last_free = time.monotonic()
+        self._idle.append(jp)
+        if self._reaper is None:
+            self._reaper = asyncio.get_running_loop().call_later(self.idle_seconds, self._reap)
+
+    def _reap(self) -> None:
+        """End the processes idle for ``idle_seconds`` or more, all but one."""
+        self._reaper = None
+        cutoff = time.monotonic() - self.idle_seconds
+        stale = [jp for jp in self._idle if jp.free_since <= cutoff]
+        stale = stale[: max(0, min(len(stale), self._count - 1))]
+        for jp in stale:
+            self._idle.remove(jp)
+            self._count -= 1
+            task = asyncio.get_running_loop().create_task(jp.close())
+            self._starting.add(task)
+            task.add_done_callback(self._starting.discard)
+        if stale:
+            log.info("worker %s: ended %d job process(es) idle for %gs", self.name, len(stale), self.idle_seconds)
+        if self._idle and not self._closed:
+            oldest = min(jp.free_since for jp in self._idle)
+            self._reaper = asyncio.get_running_loop().call_later(max(0.0, oldest + self.idle_seconds - time.monotonic()), self._reap)
+
     def _wake(self) -> None:
         while self._waiters:
             fut = self._waiters.popleft()
@@ -307,6 +399,7 @@ class JobPool:
 
     def _start_in_background(self) -> None:
         async def start() -> None:
+            self._spawning += 1
             try:
                 jp = await self._spawn()
             except asyncio.CancelledError:
@@ -317,11 +410,13 @@ class JobPool:
                 log.exception("worker %s: a job process could not start", self.name)
                 self._wake()
                 return
+            finally:
+                self._spawning -= 1
             if self._closed:
                 self._count -= 1
                 await jp.close()
                 return
-            self._idle.append(jp)
+            self._free(jp)
             self._wake()
 
         task = asyncio.get_running_loop().create_task(start())

@@ -19,7 +19,7 @@ from conftest import TESTS, Daemon, wait_until
 
 from after import config
 from after.errors import ConfigError
-from after.jobpool import IsolatedJobError, JobCrashed, JobOverMemory, JobPool, Limits, retire_reason
+from after.jobpool import GROW_AFTER, IsolatedJobError, JobCrashed, JobOverMemory, JobPool, Limits, retire_reason, should_grow
 
 
 @pytest.mark.parametrize(
@@ -36,6 +36,21 @@ from after.jobpool import IsolatedJobError, JobCrashed, JobOverMemory, JobPool, 
 )
 def test_when_a_process_retires(limits: Limits, runs: int, rss: float | None, expected: str | None) -> None:
     assert retire_reason(limits, runs=runs, rss_mb=rss) == expected
+
+
+@pytest.mark.parametrize(
+    ("alive", "idle", "spawning", "quiet", "expected"),
+    [
+        (0, 0, 0, 0.0, True),  # no process at all: start one at once
+        (1, 1, 0, 9.0, False),  # an idle one: take it
+        (2, 0, 1, 9.0, False),  # one is starting: one at a time
+        (4, 0, 0, 9.0, False),  # at the pool's size (4)
+        (2, 0, 0, GROW_AFTER / 2, False),  # busy ones keep coming free: short jobs, wait
+        (2, 0, 0, GROW_AFTER, True),  # none came free for GROW_AFTER: they stay busy, grow
+    ],
+)
+def test_when_the_pool_grows(alive: int, idle: int, spawning: int, quiet: float, expected: bool) -> None:
+    assert should_grow(Limits(size=4), alive=alive, idle=idle, spawning=spawning, quiet=quiet) is expected
 
 
 @pytest.mark.parametrize(
@@ -59,8 +74,9 @@ async def make_pool(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Callable[.
     monkeypatch.setenv("PYTHONPATH", str(TESTS / "jobs") + os.pathsep + os.environ.get("PYTHONPATH", ""))
     pools: list[JobPool] = []
 
-    def make(*, modules: list[str] | None = None, **limits: Any) -> JobPool:
-        pool = JobPool(Limits(**{"size": 1, **limits}), {"modules": ["pooljobs"] if modules is None else modules, "config_jobs": {}}, name="t")
+    def make(*, modules: list[str] | None = None, idle_seconds: float = 60.0, **limits: Any) -> JobPool:
+        init = {"modules": ["pooljobs"] if modules is None else modules, "config_jobs": {}}
+        pool = JobPool(Limits(**{"size": 1, **limits}), init, name="t", idle_seconds=idle_seconds)
         pools.append(pool)
         return pool
 
@@ -169,10 +185,31 @@ async def test_a_job_module_that_cannot_load_fails_each_run_not_the_pool(make_po
     assert pool.started == 1
 
 
-async def test_jobs_beyond_the_pool_size_wait_for_a_process(make_pool: Callable[..., JobPool]) -> None:
+async def test_jobs_beyond_the_pool_size_wait_for_a_process(make_pool: Callable[..., JobPool], tmp_path: Path) -> None:
     pool = make_pool(size=2)
-    pids = await asyncio.gather(*(run(pool, "nap", 0.2) for _ in range(6)))
+    # The first two can only return together (in two processes); the other four wait for them.
+    pids = await asyncio.gather(*(run(pool, "meet", str(tmp_path / "meet"), 2) for _ in range(6)))
     assert len(set(pids)) == 2 and pool.started == 2
+
+
+async def test_a_burst_of_short_jobs_needs_few_processes_and_sleepy_jobs_grow_the_pool(make_pool: Callable[..., JobPool], tmp_path: Path) -> None:
+    pool = make_pool(size=50)
+    await asyncio.gather(*(run(pool, "pid") for _ in range(300)))
+    # Processes keep coming free: no process a job (each costs ~0.1 s of CPU to start).
+    assert pool.started <= 20, pool.stats()
+    # Jobs that stay busy (each waits for the other three) get a process each, up to the size.
+    sleepy = make_pool(size=4)
+    pids = await asyncio.gather(*(run(sleepy, "meet", str(tmp_path / "meet"), 4) for _ in range(4)))
+    assert len(set(pids)) == 4 and sleepy.started == 4
+
+
+async def test_idle_processes_are_ended_all_but_one(make_pool: Callable[..., JobPool], tmp_path: Path) -> None:
+    pool = make_pool(size=3, idle_seconds=0.5)
+    pids = set(await asyncio.gather(*(run(pool, "meet", str(tmp_path / "meet"), 3) for _ in range(3))))
+    assert len(pids) == 3
+    await asyncio.to_thread(wait_until, lambda: sum(not gone(p) for p in pids) == 1, 30, "all but one idle process to end")
+    assert pool.stats()["alive"] == 1
+    assert await run(pool, "pid") in pids  # the one kept is warm
 
 
 async def test_closing_the_pool_ends_its_processes(make_pool: Callable[..., JobPool]) -> None:

@@ -61,3 +61,18 @@ def chat(ctx: TaskContext, steps: int = 3) -> dict[str, Any]:
 @job()
 async def pid_async(ctx: TaskContext) -> int:
     return os.getpid()
+
+
+@job()
+def meet(ctx: TaskContext, folder: str, count: int, timeout: float = 120.0) -> int:
+    """Wait until ``count`` runs of this job are in ``folder`` at once (each leaves a file):
+    they can only all return if they run at the same time, in processes of their own."""
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, str(os.getpid())), "w"):
+        pass
+    deadline = time.monotonic() + timeout
+    while len(os.listdir(folder)) < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {len(os.listdir(folder))} of {count} met")
+        time.sleep(0.01)
+    return os.getpid()
