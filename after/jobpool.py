@@ -27,7 +27,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from after import procgroup
@@ -212,6 +212,9 @@ class JobPool:
         #: When a process last came free (see :func:`should_grow`).
         self._last_free = 0.0
         self._reaper: asyncio.TimerHandle | None = None
+        self._grower: asyncio.TimerHandle | None = None
+        #: Jobs woken to take a process that came free, not yet resumed: it is theirs.
+        self._promised = 0
         self.idle_seconds = idle_seconds
         self.started = 0
 
@@ -267,8 +270,9 @@ class JobPool:
     async def close(self) -> None:
         """End every process: idle ones exit, busy ones (there should be none) are killed."""
         self._closed = True
-        if self._reaper is not None:
-            self._reaper.cancel()
+        for timer in (self._reaper, self._grower):
+            if timer is not None:
+                timer.cancel()
         for t in list(self._starting):
             t.cancel()
         await asyncio.gather(*self._starting, return_exceptions=True)
@@ -286,55 +290,55 @@ class JobPool:
     async def _acquire(self) -> JobProcess:
         """A process for one job: an idle one, a new one (:func:`should_grow`), or the next
         to come free, in the order the jobs asked (a job never overtakes one waiting)."""
-        if not self._waiters:
-            jp = await self._take_or_grow()
+        if not self._waiters and len(self._idle) > self._promised:
+            jp = self._take_idle()
             if jp is not None:
                 return jp
+        if not self._waiters and self._should_grow():
+            return await self._grow()
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         self._waiters.append(fut)
+        self._arm_growth()
         try:
             while True:
-                try:
-                    if self._count < self.limits.size:
-                        # Back after GROW_AFTER at the latest: the pool may have to grow.
-                        await asyncio.wait_for(asyncio.shield(fut), GROW_AFTER)
-                    else:
-                        await fut
-                except TimeoutError:
-                    pass
-                if self._closed:
-                    raise JobCrashed("the worker is stopping")
-                if not fut.done() and self._waiters[0] is not fut:
-                    continue  # others came first
-                jp = await self._take_or_grow()
+                await fut
+                self._promised -= 1
+                jp = self._take_idle()
                 if jp is not None:
                     return jp
-                if fut.done():  # woken, but what came free is gone (it died): first in line again
-                    fut = loop.create_future()
-                    self._waiters.appendleft(fut)
+                # What came free is gone (it died): first in line again.
+                fut = loop.create_future()
+                self._waiters.appendleft(fut)
+                self._arm_growth()
         except BaseException:
             if fut.done() and not fut.cancelled() and fut.exception() is None:
+                self._promised -= 1
                 self._wake()  # woken, but cancelled before it could take the process: pass it on
             raise
         finally:
             with contextlib.suppress(ValueError):
                 self._waiters.remove(fut)
 
-    async def _take_or_grow(self) -> JobProcess | None:
-        """An idle process, or a new one if the pool should grow now; None: wait."""
+    def _take_idle(self) -> JobProcess | None:
+        """The most recently used idle process that is alive (the others age out: _reap)."""
+        if self._closed:
+            raise JobCrashed("the worker is stopping")
         while self._idle:
-            jp = self._idle.pop()  # the most recently used: the others age out (_reap)
+            jp = self._idle.pop()
             if jp.alive:
                 self._busy.add(jp)
                 return jp
             self._count -= 1
-            await jp.close()
-        if self._closed:
-            raise JobCrashed("the worker is stopping")
+            self._in_background(jp.close())
+        return None
+
+    def _should_grow(self) -> bool:
         quiet = time.monotonic() - self._last_free
-        if not should_grow(self.limits, alive=self._count, idle=0, spawning=self._spawning, quiet=quiet):
-            return None
+        return should_grow(self.limits, alive=self._count, idle=len(self._idle), spawning=self._spawning, quiet=quiet)
+
+    async def _grow(self) -> JobProcess:
+        """Start a process for the caller's own job."""
         self._count += 1
         self._spawning += 1
         try:
@@ -346,9 +350,28 @@ class JobPool:
         finally:
             self._spawning -= 1
         self._busy.add(jp)
-        self._last_free = time.monotonic()  # it came free, to its spawner: growth steps stay GROW_AFTER apart
-        self._wake()  # the next in line may find that the pool must grow again
+        self._last_free = time.monotonic()  # it came free, to its starter: growth steps stay GROW_AFTER apart
         return jp
+
+    def _arm_growth(self) -> None:
+        """While jobs wait, look every GROW_AFTER whether the pool must grow (one timer for
+        the pool, not one per waiting job: a thousand may wait)."""
+        if self._grower is None and not self._closed and self._count < self.limits.size:
+            self._grower = asyncio.get_running_loop().call_later(GROW_AFTER, self._growth_check)
+
+    def _growth_check(self) -> None:
+        self._grower = None
+        if not self._waiters or self._closed:
+            return
+        if self._should_grow():
+            self._count += 1
+            self._start_in_background()  # ready: it is handed to the first in line
+        self._arm_growth()
+
+    def _in_background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._starting.add(task)  # held until done; cancelled with the pool
+        task.add_done_callback(self._starting.discard)
 
     def _release(self, jp: JobProcess, *, keep: bool) -> None:
         self._busy.discard(jp)
@@ -356,10 +379,8 @@ class JobPool:
             self._free(jp)
         else:
             self._count -= 1
-            task = asyncio.get_running_loop().create_task(jp.close(kill=True))
-            self._starting.add(task)  # held until reaped; closed with the pool
-            task.add_done_callback(self._starting.discard)
-            if not self._closed and not self._waiters:
+            self._in_background(jp.close(kill=True))
+            if not self._closed:
                 # The replacement starts now, so the next job finds it warm.
                 self._count += 1
                 self._start_in_background()
@@ -381,9 +402,7 @@ class JobPool:
         for jp in stale:
             self._idle.remove(jp)
             self._count -= 1
-            task = asyncio.get_running_loop().create_task(jp.close())
-            self._starting.add(task)
-            task.add_done_callback(self._starting.discard)
+            self._in_background(jp.close())
         if stale:
             log.info("worker %s: ended %d job process(es) idle for %gs", self.name, len(stale), self.idle_seconds)
         if self._idle and not self._closed:
@@ -391,10 +410,12 @@ class JobPool:
             self._reaper = asyncio.get_running_loop().call_later(max(0.0, oldest + self.idle_seconds - time.monotonic()), self._reap)
 
     def _wake(self) -> None:
+        """Hand what came free to the first job in line (it takes it when it resumes)."""
         while self._waiters:
             fut = self._waiters.popleft()
             if not fut.done():
                 fut.set_result(None)
+                self._promised += 1
                 return
 
     def _start_in_background(self) -> None:
@@ -419,9 +440,7 @@ class JobPool:
             self._free(jp)
             self._wake()
 
-        task = asyncio.get_running_loop().create_task(start())
-        self._starting.add(task)
-        task.add_done_callback(self._starting.discard)
+        self._in_background(start())
 
     async def _spawn(self) -> JobProcess:
         loop = asyncio.get_running_loop()

@@ -28,10 +28,10 @@ def leak(ctx: TaskContext, mb: int) -> int:
 
 @job()
 def grow(ctx: TaskContext, mb: int, path: str, hold: float = 60.0) -> None:
-    """Take ``mb`` MB and hold it; write this process's pid to ``path`` once it has it."""
-    block = os.urandom(1024) * (mb * 1024)
+    """Write this process's pid to ``path``, then take ``mb`` MB and hold it."""
     with open(path, "w") as f:
         f.write(str(os.getpid()))
+    block = os.urandom(1024) * (mb * 1024)
     time.sleep(hold)
     del block
 
