@@ -357,13 +357,17 @@ class JobPool:
         """While jobs wait, look every GROW_AFTER whether the pool must grow (one timer for
         the pool, not one per waiting job: a thousand may wait)."""
         if self._grower is None and not self._closed and self._count < self.limits.size:
-            self._grower = asyncio.get_running_loop().call_later(GROW_AFTER, self._growth_check)
+            loop = asyncio.get_running_loop()
+            self._grower = loop.call_later(GROW_AFTER, self._growth_check, loop.time() + GROW_AFTER)
 
-    def _growth_check(self) -> None:
+    def _growth_check(self, due: float) -> None:
         self._grower = None
         if not self._waiters or self._closed:
             return
-        if self._should_grow():
+        # A timer that fires late means this event loop was busy (a large batch of writes
+        # encoded, say): the processes may well have answered meanwhile, unread. No sign.
+        on_time = asyncio.get_running_loop().time() - due < GROW_AFTER
+        if on_time and self._should_grow():
             self._count += 1
             self._start_in_background()  # ready: it is handed to the first in line
         self._arm_growth()
@@ -479,6 +483,7 @@ class JobPool:
             await jp.close(kill=True)
             raise
         self.started += 1
+        log.info("worker %s: job process %d started (%d alive)", self.name, proc.pid, self._count)
         return jp
 
 
