@@ -1,7 +1,7 @@
 """Job subprocesses that cannot outlive their worker.
 
-A job that starts processes (the ``shell`` built-in, every isolated job's
-:mod:`after.jobproc`) must not leave them running when its worker dies: a ``kill -9``
+A job that starts processes (the ``shell`` built-in, the warm job processes of
+:mod:`after.jobpool` that isolated jobs run in) must not leave them running when its worker dies: a ``kill -9``
 of the worker used to leave ``sh -c "sleep 20"`` running under init, and with a retry
 policy a second copy of the job started while the first still ran. Two measures,
 because neither is enough alone:
@@ -11,9 +11,10 @@ because neither is enough alone:
   reaches the direct child only, not ``sleep`` under ``sh``;
 - every job subprocess leads a process group of its own (``start_new_session``), and
   the worker tells the daemon each group it started and ended (:func:`set_listener`,
-  the ``job_group`` messages of :mod:`after.worker`). When the worker dies, the
-  supervisor kills (SIGKILL) every group it still had, grandchildren included, before
-  its tasks are handed back for a retry.
+  the ``job_group`` messages of :mod:`after.worker`): a ``shell`` job's group for the
+  run, with its task; a warm job process's (:mod:`after.jobpool`) for the process's
+  life, without a task. When the worker dies, the supervisor kills (SIGKILL) every group
+  it still had, grandchildren included, before its tasks are handed back for a retry.
 
 Elsewhere than Linux the death signal is a no-op and only the groups remain.
 """
