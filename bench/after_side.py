@@ -151,24 +151,32 @@ def cpu_seconds(pid: int | None) -> float | None:
 
 
 def children_cpu_seconds(pid: int | None) -> float | None:
-    """CPU seconds of ``pid``'s children: those it reaped (cutime + cstime) plus the live ones.
+    """CPU seconds of ``pid``'s descendants: those reaped (its cutime + cstime) plus the live ones.
 
     Why both: a job process that ran and exited is only in its parent's ``cutime`` and
     ``cstime``; a long-lived one (a warm pool's) is only in its own ``utime`` and
-    ``stime`` until it exits. The difference of two such readings is the children's CPU
-    between them, whichever way they went: a child alive at the first reading and
-    reaped before the second moves its whole total from one term to the other.
+    ``stime`` until it exits. The difference of two such readings is the descendants'
+    CPU between them, whichever way they went: a child alive at the first reading and
+    reaped before the second moves its whole total from one term to the other. The
+    whole tree, not only children: a pool may start its processes from a server
+    process of its own (multiprocessing's forkserver).
     """
     own = _stat_fields(pid) if pid else None
     if own is None:
         return None
-    ticks = int(own[13]) + int(own[14])
+    parent: dict[str, str] = {}
+    total: dict[str, int] = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        f = _stat_fields(entry.name)
-        if f is not None and f[1] == str(pid):
-            ticks += int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])
+        f = _stat_fields(entry.name) if entry.name.isdigit() else None
+        if f is not None:
+            parent[entry.name] = f[1]
+            total[entry.name] = int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])
+    ticks = int(own[13]) + int(own[14])
+    frontier = [str(pid)]
+    while frontier:
+        kids = [p for p, pp in parent.items() if pp in frontier]
+        ticks += sum(total[k] for k in kids)
+        frontier = kids
     return ticks / CLK_TCK
 
 
