@@ -153,7 +153,7 @@ def after_rows(run: ServerRun, peers: PeerFigures, label: str = "") -> list[Tabl
         rate = num(m.get("tasks_per_s"))
         complete = m.get("done") == m.get("n")
         cpu = num((results["W6"].get("cpu_s") or {}).get("job_processes"))
-        within = f"in {num(m.get('measured_s')):.0f} s" + ("" if complete else f", bound {num(m.get('bound_s')):g} s hit")
+        within = f"in {num(m.get('jobs_measured_s')):.0f} s" + ("" if complete else f", bound {num(m.get('bound_s')):g} s hit")
         jobs_cpu = f"; job processes {cpu:.1f} s CPU" if not math.isnan(cpu) else ""
         figure = f"{rate:.0f} tasks/s ({m.get('done')}/{m.get('n')} done {within}; concurrency {m.get('concurrency')}{jobs_cpu})"
         if run.key == W6_JUDGED_ON:

@@ -114,7 +114,7 @@ def _results(**over: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "store": {"bulk_docs_per_s": 3000.0, "plain_bulk_docs_per_s": 4000.0, "single_writes_per_s": 200.0, "single_writes_32_per_s": 400.0},
         "W1": {"p50_ms": 10.0, "p99_ms": 40.0, "max_ms": 45.0, "n": 1000, "executed": 1000},
         "W2": {"tasks_per_s": 900.0, "n": 100, "done": 100, "writes_per_task": 3},
-        "W6": {"tasks_per_s": 1200.0, "n": 100, "done": 100, "measured_s": 2.0, "bound_s": 30.0, "concurrency": 1000},
+        "W6": {"tasks_per_s": 1200.0, "n": 100, "done": 100, "jobs_measured_s": 2.0, "bound_s": 30.0, "concurrency": 1000},
         "W3": {"firing_ratio_p50": 1.0, "firing_ratio_p99": 1.1, "rss_mb": 70.0, "big": {}, "small": {}},
         "W4": {"in_order_fraction": 1.0, "drain_s": 0.5, "n": 100, "executed": 100, "first_execution_s": 0.4, "ready_s": 0.3},
         "W5": {"p50_ms": 10.0, "p99_ms": 30.0, "creates_per_s": 1500.0, "errors": 0, "clients": 32},
