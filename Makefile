@@ -23,7 +23,7 @@ help:
 	@echo "make run      set up and start the daemon (embedded CouchDB unless configured)"
 	@echo "make test     set up and run the test suite"
 	@echo "make lint     ruff and mypy"
-	@echo "make bench    benchmarks (QUICK=1 for a short run)"
+	@echo "make bench    benchmarks (QUICK=1 for a short run; the CouchDB of AFTER_BENCH_COUCHDB_URL too; SERVERS=embedded,couchdb to choose)"
 	@echo "make setup    only set up (venv, embedded CouchDB); with COUCHDB_ADMIN_URL=... in the environment also prepare that CouchDB"
 	@echo "make install  install the after command under PREFIX (./configure --prefix=...)"
 
@@ -80,10 +80,12 @@ lint: setup
 	$(VENV)/bin/ruff check after tests bench
 	$(VENV)/bin/mypy
 
+# The bench's CouchDB (an admin URL) comes from AFTER_BENCH_COUCHDB_URL in the environment,
+# never on the command line (see above).
 bench: setup
 	test -x .venv-bench/bin/python || $(PYTHON) -m venv .venv-bench
 	.venv-bench/bin/pip install --quiet --disable-pip-version-check -e . -r bench/requirements.txt
-	.venv-bench/bin/python bench/run.py $(if $(QUICK),--quick,)
+	.venv-bench/bin/python bench/run.py $(if $(QUICK),--quick,) $(if $(SERVERS),--servers $(SERVERS),)
 
 install: setup
 	$(PYTHON) -m venv $(DESTDIR)$(PREFIX)/lib/after

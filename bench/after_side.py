@@ -1,4 +1,4 @@
-"""After's side of the benchmark: W1-W5 and the store limit, measured on real daemons.
+"""After's side of the benchmark: W1-W6 and the store limit, measured on real daemons.
 
 Each workload gets its own database on one CouchDB-compatible server (the embedded
 pouchdb-server this module starts, or the CouchDB named by ``AFTER_BENCH_COUCHDB_URL``),
@@ -27,6 +27,9 @@ What is measured, and from where:
   time from the spawn of the daemon to the last job start; in-order fraction over the
   job-start order.
 * **W5** -- ``clients`` concurrent clients each POST one task at a time for ``seconds``.
+* **W6** -- W2 with ``plain_stamp``, a plain function under ``@job()`` at the default
+  isolation (the runner runs it in a job process), bounded by ``w6_deadline_s``: what
+  was done by then, and the job processes' CPU (the worker's children).
 
 Every workload also reports the CPU seconds each process (daemon, workers, embedded
 server) used during its measured phase: the first answer to "where does the time go".
@@ -68,17 +71,19 @@ from after.store import Store, split_credentials
 
 try:
     from bench.peers import W4_SEED, w4_due_times
+    from bench.procstat import CpuMeter, cpu_seconds, rss_mb
     from bench.stats import in_order_fraction, percentile, summarize_ms
 except ModuleNotFoundError:  # run as a script from bench/
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from bench.peers import W4_SEED, w4_due_times
+    from bench.procstat import CpuMeter, cpu_seconds, rss_mb
     from bench.stats import in_order_fraction, percentile, summarize_ms
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 WORKER = "bench"
-JOB = "stamp"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+JOB = "stamp"  # inline (W1-W5)
+PLAIN_JOB = "plain_stamp"  # a plain @job() function at the default isolation (W6)
 #: The bench's own CouchDB user (role after_worker). Not "after": on a production
 #: CouchDB named by AFTER_BENCH_COUCHDB_URL the real user must keep its password.
 BENCH_USER = "after_bench"
@@ -105,79 +110,29 @@ class Sizes:
     # W1's 1,000 tasks due at one second each have a slot, as the peers' thread pools
     # need none (their no-ops run one after another)
     lead_s: float  # W1/W3: how far ahead of the first due second tasks are created
+    w6_n: int = 20_000  # W6: W2's n, with a plain @job() function at the default isolation
+    w6_deadline_s: float = 120.0  # W6 stops this long after its first job and reports what finished
 
 
 #: The daemon claims tasks this long before their due time (its default setting):
 #: the ticks that fire a second's tasks run that much earlier.
 CLAIM_AHEAD = Settings().scheduler_claim_ahead
 
-FULL = Sizes("full", 20_000, 1_000, 1_000, 20_000, 10_000, 1_000_000, 60, 100, 10_000, 60.0, 20.0, 32, 1_000, 4.0)
+FULL = Sizes("full", 20_000, 1_000, 1_000, 20_000, 10_000, 1_000_000, 60, 100, 10_000, 60.0, 20.0, 32, 1_000, 4.0, 20_000, 120.0)
 # Peer sizes in quick mode are bench/peers.py's (W2 2,000, W4 1,000 over 10 s). W3 is
 # scaled down to 10,000 vs 1,000 for 5 s: building the agenda view runs at about 1,200
 # documents/s on the embedded server, so even 100,000 would take the quick run past
 # its two minutes.
-QUICK = Sizes("quick", 4_000, 200, 1_000, 2_000, 1_000, 10_000, 5, 100, 1_000, 10.0, 5.0, 32, 1_000, 3.0)
-SMOKE = Sizes("smoke", 500, 30, 50, 50, 100, 1_000, 2, 20, 50, 2.0, 2.0, 8, 50, 1.5)
+QUICK = Sizes("quick", 4_000, 200, 1_000, 2_000, 1_000, 10_000, 5, 100, 1_000, 10.0, 5.0, 32, 1_000, 3.0, 2_000, 30.0)
+# W6 is W2 with an isolated job, bounded by a deadline (while every run starts an
+# interpreter, ~8 tasks/s: 2,000 would take 4 minutes). Smoke runs 10 in 10 s at most
+# so that `make test`'s smoke benchmark stays about 30 s.
+SMOKE = Sizes("smoke", 500, 30, 50, 50, 100, 1_000, 2, 20, 50, 2.0, 2.0, 8, 50, 1.5, 10, 10.0)
 SIZES = {s.name: s for s in (FULL, QUICK, SMOKE)}
 
 
 # ------------------------------------------------------------------------------------------------
 # Processes and /proc
-
-
-def cpu_seconds(pid: int | None) -> float | None:
-    """User + system CPU seconds of ``pid`` so far (None if it is gone)."""
-    if not pid:
-        return None
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def rss_mb(pid: int | None) -> float | None:
-    """Resident set size (VmRSS) of ``pid`` in MiB, from /proc/<pid>/status."""
-    if not pid:
-        return None
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        return None
-    return None
-
-
-class CpuMeter:
-    """CPU seconds used by named processes between :meth:`start` and :meth:`stop`."""
-
-    def __init__(self, pids: dict[str, int | None]) -> None:
-        self.pids = {k: v for k, v in pids.items() if v}
-        self._t0: dict[str, float | None] = {}
-        self._wall0 = 0.0
-        self.result: dict[str, float] = {}
-
-    def start(self) -> CpuMeter:
-        self._wall0 = time.monotonic()
-        self._t0 = {k: cpu_seconds(p) for k, p in self.pids.items()}
-        return self
-
-    def add(self, name: str, pid: int | None) -> None:
-        """Count a process that appeared after :meth:`start` from now on."""
-        if pid:
-            self.pids[name] = pid
-            self._t0[name] = cpu_seconds(pid)
-
-    def stop(self) -> dict[str, float]:
-        wall = time.monotonic() - self._wall0
-        out: dict[str, float] = {"wall_s": round(wall, 3)}
-        for k, p in self.pids.items():
-            a, b = self._t0.get(k), cpu_seconds(p)
-            if a is not None and b is not None:
-                out[k] = round(b - a, 2)
-        self.result = out
-        return out
 
 
 _LIVE: set[subprocess.Popen[bytes]] = set()
@@ -214,6 +169,8 @@ class Couch:
         self.admin_password = admin_password
         self.embedded = embedded
         self.worker_password = secrets.token_urlsafe(16)
+        #: The server's welcome (``GET /``): its name and version label the table's rows.
+        self.welcome: dict[str, Any] = {}
 
     @classmethod
     def start(cls, admin_url: str | None, workdir: Path) -> Couch:
@@ -233,6 +190,9 @@ class Couch:
         return couch
 
     async def _prepare(self) -> None:
+        async with self.session(timeout=30) as s, s.get(self.url + "/") as resp:
+            welcome = await resp.json(content_type=None)
+        self.welcome = welcome if isinstance(welcome, dict) else {}
         async with self.store("_users", admin=True) as admin:
             await provision.ensure_system_db(admin, "_replicator")
             await provision.ensure_user(admin, BENCH_USER, self.worker_password, [model.WORKER_ROLE])
@@ -261,8 +221,25 @@ class Couch:
         return proc.pid if proc is not None and proc.poll() is None else None
 
     @property
+    def product(self) -> str:
+        """What the server says it is: ``couchdb 3.5.0``, ``pouchdb-server 4.2.0``."""
+        w = self.welcome
+        name = "couchdb" if "couchdb" in w else "pouchdb-server" if "express-pouchdb" in w else "server"
+        return f"{name} {w.get('version', '?')}"
+
+    @property
+    def key(self) -> str:
+        """Which of ``--servers`` this is."""
+        return "embedded" if self.embedded is not None else "couchdb"
+
+    @property
+    def system(self) -> str:
+        """The table's system label: ``after (embedded)``, ``after (couchdb 3.5.0)``."""
+        return "after (embedded)" if self.embedded is not None else f"after ({self.product})"
+
+    @property
     def kind(self) -> str:
-        return "embedded pouchdb-server" if self.embedded is not None else f"CouchDB at {self.url}"
+        return f"embedded {self.product}" if self.embedded is not None else f"{self.product} at {self.url}"
 
     def store(self, db: str, *, admin: bool = False) -> Store:
         if admin:
@@ -374,20 +351,21 @@ class TaskFactory:
     cost dictionary copies rather than a million validations.
     """
 
-    def __init__(self, records: Path) -> None:
+    def __init__(self, records: Path, job: str = JOB) -> None:
         self.records = str(records)
+        self.job = job
         now = datetime.now(UTC)
         self.template = model.new_task(self.body(now.timestamp()), now=now, by="bench")
 
     def body(self, due: float, *, arg_due: float | None = None) -> dict[str, Any]:
         """A REST body for one task due at ``due`` (epoch seconds)."""
-        return {"worker": WORKER, "date": due, "job": {"name": JOB, "arguments": [self.records, due if arg_due is None else arg_due]}}
+        return {"worker": WORKER, "date": due, "job": {"name": self.job, "arguments": [self.records, due if arg_due is None else arg_due]}}
 
     def doc(self, due: float) -> dict[str, Any]:
         d = dict(self.template)
         d["_id"] = f"task:{uuid.uuid4().hex}"
         d["date"] = timing.fmt(timing.from_ts(due))
-        d["job"] = {"name": JOB, "arguments": [self.records, due], "kwargs": {}}
+        d["job"] = {"name": self.job, "arguments": [self.records, due], "kwargs": {}}
         return d
 
 
@@ -759,7 +737,7 @@ def store_limit(ctx: Ctx) -> dict[str, Any]:
         metrics = asyncio.run(measure())
         cpu = meter.stop()
     notes = ["aiohttp client; task-shaped documents; _bulk_docs in batches of 500, one request at a time; median of 4 rounds"]
-    return _result("store", metrics, notes, sz, cpu_s=cpu, server=ctx.couch.kind)
+    return _result("store", metrics, notes, sz, cpu_s=cpu)
 
 
 def w1(ctx: Ctx) -> dict[str, Any]:
@@ -805,43 +783,64 @@ def w1(ctx: Ctx) -> dict[str, Any]:
     return _result("W1", metrics, notes, sz, cpu_s=cpu)
 
 
-def w2(ctx: Ctx) -> dict[str, Any]:
-    """Throughput: n tasks all due, stored while no worker runs; done/s from the store."""
-    sz = ctx.sizes
+def _drain(ctx: Ctx, name: str, n: int, job: str, concurrency: int, bound_s: float | None) -> dict[str, Any]:
+    """W2's measurement: ``n`` tasks all due, stored while no worker runs; done/s from the store.
+
+    ``bound_s`` (W6): stop counting that long after the first job's start and report
+    what was done by then, so a slow path reports a rate instead of hanging the run. Without
+    it the run waits (bounded generously) until every task is done.
+    """
     notes: list[str] = []
-    records = ctx.workdir / "w2-records.txt"
-    factory = TaskFactory(records)
-    with _database(ctx, "w2") as db, Daemon(ctx.couch, db, ctx.workdir / "w2-state", profile_dir=ctx.profile_dir, label="W2") as d:
+    records = ctx.workdir / f"{name.lower()}-records.txt"
+    factory = TaskFactory(records, job)
+    label = name.lower()
+    with _database(ctx, label) as db, Daemon(ctx.couch, db, ctx.workdir / f"{label}-state", profile_dir=ctx.profile_dir, label=name) as d:
         d.start()
         now = time.time()
         t0 = time.monotonic()
-        made = d.create([factory.body(now) for _ in range(sz.w2_n)])
+        made = d.create([factory.body(now) for _ in range(n)])
         store_s = time.monotonic() - t0
         # The daemon takes the new tasks in through its changes feed while no worker
         # runs (it holds them for the worker); wait until it is idle before starting.
-        settle = wait_idle(d.pid, time.monotonic() + 30 + sz.w2_n / 1000)
+        settle = wait_idle(d.pid, time.monotonic() + 30 + n / 1000)
         start = time.time()
         meter = CpuMeter(ctx.pids(d))
         meter.start()
-        d.start_worker(sz.concurrency)
-        meter.add("worker", d.worker_pid())
-        finished = wait_for(lambda: count_lines(records) >= made, time.monotonic() + 60 + sz.w2_n / 100)
+        d.start_worker(concurrency)
+        wpid = d.worker_pid()
+        meter.add("worker", wpid)
+        meter.add("job_processes", wpid, children=True)
+        if bound_s is None:
+            finished = wait_for(lambda: count_lines(records) >= made, time.monotonic() + 60 + n / 100)
+        else:
+            # The bound counts from the first job's start: a worker slow to start on a
+            # loaded machine must not leave a run with nothing done to report.
+            wait_for(lambda: count_lines(records) >= 1, time.monotonic() + 120)
+            finished = wait_for(lambda: count_lines(records) >= made, time.monotonic() + bound_s)
         # The worker reports a task finished after its final write landed.
-        wait_for(lambda: d.tasks_run() >= made, time.monotonic() + 30, interval=0.2)
+        if finished:
+            wait_for(lambda: d.tasks_run() >= made, time.monotonic() + 30, interval=0.2)
+        cut = time.time()
         cpu = meter.stop()
+        if not finished and bound_s is not None:
+            d.stop()  # no more writes while the documents are read
         docs = asyncio.run(all_tasks(ctx.couch, db, deadline=time.monotonic() + 120))
-        if not finished:
+        if not finished and bound_s is not None:
+            notes.append(f"bound hit: {bound_s:g} s after the first job's start; counted what was done by then")
+        elif not finished:
             notes.append("run bound hit; throughput is over the tasks seen done")
-        ticks = d.ticks(start, time.time())
-    done_at = sorted(timing.parse_date(x["finished"]).timestamp() for x in docs if x.get("status") == "done" and x.get("finished"))
+        ticks = d.ticks(start, cut)
+    done_docs = [x for x in docs if x.get("status") == "done" and x.get("finished")]
+    until = math.inf if finished else cut  # cut short: what was done by the bound
+    done_at = sorted(t for t in (timing.parse_date(x["finished"]).timestamp() for x in done_docs) if t <= until)
     # Writes per task while measured, from the documents themselves: a revision's
     # generation counts its writes; the first was the create, before the measurement.
-    gens = [int(str(x.get("_rev", "1-")).split("-", 1)[0]) - 1 for x in docs if x.get("status") == "done"]
+    gens = [int(str(x.get("_rev", "1-")).split("-", 1)[0]) - 1 for x in done_docs]
     writes_per_task = round(sum(gens) / len(gens), 2) if gens else 3.0
     others = {x.get("status") for x in docs} - {"done"}
-    if others:
+    if others and finished:
         notes.append(f"statuses besides done: {sorted(map(str, others))}")
-    starts = sorted(t for t, _, _ in read_records(records))
+    starts = sorted(t for t, _, _ in read_records(records) if t <= until)
     # From the first job's start to the last done: ``finished`` has millisecond
     # resolution, and a small batch of no-ops can all finish within one millisecond.
     span = done_at[-1] - starts[0] if done_at and starts else 0.0
@@ -851,20 +850,55 @@ def w2(ctx: Ctx) -> dict[str, Any]:
         "job_starts_per_s": round((len(starts) - 1) / job_span, 1) if job_span > 0 else float("nan"),
         "first_done_s": round(done_at[0] - start, 3) if done_at else None,
         "last_done_s": round(done_at[-1] - start, 3) if done_at else None,
-        "n": sz.w2_n,
+        "n": n,
         "stored": made,
         "executed": len(starts),
         "done": len(done_at),
         "store_s": round(store_s, 3),
         "settle_s": round(settle, 2),
+        "measured_s": round(cut - start, 2),  # from the worker's start
+        "jobs_measured_s": round(cut - starts[0], 2) if starts else None,  # from the first job's start
+        "bound_s": bound_s,
         "ticks": len(ticks),
         "ticks_that_fired": sum(1 for t in ticks if t[2]),
         "tick_p50_ms": round(percentile([t[1] for t in ticks], 50) * 1000, 2) if ticks else None,
         "writes_per_task": writes_per_task,
-        "concurrency": sz.concurrency,
+        "concurrency": concurrency,
+        "job": job,
     }
     notes.append("writes per task while measured: from the done documents' revisions, less the create")
-    return _result("W2", metrics, notes, sz, cpu_s=cpu)
+    return _result(name, metrics, notes, ctx.sizes, cpu_s=cpu)
+
+
+def w2(ctx: Ctx) -> dict[str, Any]:
+    """Throughput: n tasks all due, stored while no worker runs; done/s from the store."""
+    return _drain(ctx, "W2", ctx.sizes.w2_n, JOB, ctx.sizes.concurrency, None)
+
+
+def w6_concurrency(sizes: Sizes) -> tuple[int, str]:
+    """W6's worker concurrency: W2's once job processes come from a warm pool, else 8.
+
+    Without a pool every run of an isolated job starts an interpreter, and every slot
+    busy with one is a process: W2's 1,000 slots would start 1,000 interpreters at once
+    (about 30 MB each). 8 is what issue 14 measured (7.7 tasks/s). The pool's settings
+    (``workers.pool_size``) bound the processes, so W2's slots are safe with it.
+    """
+    if hasattr(Settings(), "workers_pool_size"):
+        return sizes.concurrency, "job processes from the worker's pool (workers.pool_size)"
+    return min(8, sizes.concurrency), "no job process pool in this tree: an interpreter a run, so at most 8 at once"
+
+
+def w6(ctx: Ctx) -> dict[str, Any]:
+    """W2 with a user's plain ``@job()`` function at the default isolation (job processes).
+
+    Bounded by ``w6_deadline_s``: a run that starts an interpreter per task (~8 tasks/s)
+    reports ``done/n in bound`` and its rate instead of taking 40 minutes at full size.
+    """
+    sz = ctx.sizes
+    concurrency, why = w6_concurrency(sz)
+    res = _drain(ctx, "W6", sz.w6_n, PLAIN_JOB, concurrency, sz.w6_deadline_s)
+    res["notes"] = f"{why}; {res['notes']}"
+    return res
 
 
 def wait_idle(pid: int | None, deadline: float, *, window: float = 0.5, below: float = 0.05) -> float:
@@ -1085,6 +1119,7 @@ WORKLOADS: dict[str, Callable[[Ctx], dict[str, Any]]] = {
     "W3": w3,
     "W4": w4,
     "W5": w5,
+    "W6": w6,
 }
 
 
@@ -1101,4 +1136,7 @@ def run(name: str, ctx: Ctx) -> dict[str, Any]:
         res["notes"] = restarted if before in (None, "", "ok") else f"{before}; {restarted}"
     res["elapsed_s"] = round(time.monotonic() - t0, 1)
     res["sizes"] = asdict(ctx.sizes)
+    res["server"] = ctx.couch.kind
+    if ctx.profile_dir is not None:  # the daemons' profiles are named after their workload
+        res["profiles"] = sorted(str(p) for p in ctx.profile_dir.glob(f"{name}-*.txt"))
     return res

@@ -81,8 +81,12 @@ def summarize(path: Path, top: int = 12) -> dict[str, Any]:
 
 
 def summarize_dir(directory: Path) -> dict[str, Any]:
-    """Every ``*.txt`` profile of ``directory``, by file name."""
-    return {p.stem: summarize(p) for p in sorted(Path(directory).glob("*.txt"))}
+    """Every ``*.txt`` profile under ``directory``, by path without ``.txt`` (``embedded/W1-1``).
+
+    ``bench/run.py`` writes one subdirectory per server, so the server is in the key.
+    """
+    root = Path(directory)
+    return {str(p.relative_to(root).with_suffix("")): summarize(p) for p in sorted(root.rglob("*.txt"))}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -107,6 +107,7 @@ class TableRow(TypedDict, total=False):
     figure: str
     target: str
     met: bool | None
+    profile: str  # a missed target's profile (``--profile``), where the time went
 
 
 def _cell(value: object) -> str:
@@ -126,19 +127,15 @@ def format_table(rows: Iterable[TableRow]) -> str:
     pasted into an issue, a commit message or a CI log as it is.  Rows are
     kept in the given order, which lets the caller group by system or by
     workload as it prefers.  A missing target or ``met`` shows as ``-``; an
-    unmet target shows as ``NO`` in capitals so it stands out.
+    unmet target shows as ``NO`` in capitals so it stands out. A ``profile`` column is
+    added only when some row names one.
     """
-    header = ("system", "workload", "figure", "target", "met")
-    lines = [
-        (
-            _cell(row.get("system")),
-            _cell(row.get("workload")),
-            _cell(row.get("figure")),
-            _cell(row.get("target")),
-            _cell(row.get("met")),
-        )
-        for row in rows
-    ]
+    rows = list(rows)
+    columns = ["system", "workload", "figure", "target", "met"]
+    if any(row.get("profile") for row in rows):
+        columns.append("profile")
+    header = tuple(columns)
+    lines = [tuple("" if col == "profile" and not row.get(col) else _cell(row.get(col)) for col in columns) for row in rows]
     widths = [max(len(header[col]), *(len(line[col]) for line in lines)) if lines else len(header[col]) for col in range(len(header))]
 
     def render(cells: Sequence[str]) -> str:
