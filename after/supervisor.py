@@ -456,8 +456,12 @@ class Supervisor:
             sent = wp.inflight.get(task_id)
             if sent is not None and msg.get("lease") in (None, (sent.get("lease") or {}).get("id")):
                 # Its job is over; only its outcome's write is left: no longer a slot taken.
+                full = self.capacity(wp.name) == 0
                 wp.finishing[task_id] = msg.get("lease")
-                self.on_change(wp.name)
+                if full:
+                    # Room again for a worker that had none: the scheduler may send more now.
+                    # Only then: a thousand jobs starting at one second must not each wake it.
+                    self.on_change(wp.name)
             for sobs in self.start_observers:
                 sobs(wp.name, str(msg.get("job") or ""), float(msg.get("lag") or 0.0))
         elif op == "finished":
