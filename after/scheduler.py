@@ -45,7 +45,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from after import model, quorum, timing, triage
+from after import catchup, model, quorum, timing, triage
 from after.config import Settings
 from after.errors import AfterError, Forbidden, InvalidInput, NotFound, StoreUnavailable, Uncertain
 from after.jobs import JobFunc
@@ -157,6 +157,10 @@ class Scheduler:
         self.loops.on_change.append(self._loop_changed)
         self._reload = asyncio.Event()
         self._write_error: AfterError | None = None
+        #: The daemon's checkpoint (None: an in-process scheduler, which has no state directory).
+        self.catchup: catchup.Catchup | None = None
+        #: When the window loop's first view query runs after a catch-up from the feed.
+        self._refresh_in: float | None = None
 
     # -- memory -------------------------------------------------------------------------------
 
@@ -245,6 +249,19 @@ class Scheduler:
         heapq.heappush(self._heap, (when.timestamp(), task_id, version[0]))
         if when.timestamp() <= time.time() + self.settings.scheduler_claim_ahead:
             self._kick.set()
+
+    @property
+    def horizon(self) -> float:
+        """Epoch seconds up to which every task's agenda time is known (the window's end)."""
+        return self._horizon.timestamp()
+
+    @horizon.setter
+    def horizon(self, value: float) -> None:
+        self._horizon = timing.from_ts(value)
+
+    def held_ids(self) -> list[str]:
+        """Every task held in memory, set apart ones included (what a checkpoint lists)."""
+        return [*self.tasks, *self._conflicted, *self._invalid, *self._broken]
 
     def forget(self, task_id: str) -> None:
         self.tasks.pop(task_id, None)
@@ -787,6 +804,9 @@ class Scheduler:
         self.seq = await self.store.update_seq()
         if self.registry is not None:
             await self.registry.load()
+        if self.catchup is not None and (delay := await self.catchup.resume(self)) is not None:
+            self._refresh_in = delay  # the view is queried later, in the background
+            return
         await self._refresh()
 
     async def _load_later(self, delay: float) -> None:
@@ -803,6 +823,9 @@ class Scheduler:
             asyncio.create_task(self.loops.run("purge", lambda: self.purge(utcnow()), pace=lambda: asyncio.sleep(purge_every)), name="purge"),
             asyncio.create_task(self.run(), name="tick"),
         ]
+        if (cu := self.catchup) is not None:
+            every = catchup.EVERY_SECONDS
+            self._bg.append(asyncio.create_task(self.loops.run("checkpoint", lambda: cu.save(self), pace=lambda: asyncio.sleep(every)), name="checkpoint"))
 
     async def stop(self) -> None:
         bg = list(self._bg)  # _load_when_reachable may add to it until cancelled
@@ -811,6 +834,11 @@ class Scheduler:
         for t in bg:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+        if self.catchup is not None and any(t.get_name() == "checkpoint" for t in bg):
+            try:
+                await self.catchup.save(self)  # the next start reads only what changes after now
+            except Exception as exc:
+                log.warning("cannot write the catch-up checkpoint: %s", exc)
         self._bg = []
 
     async def _follow(self) -> None:
@@ -852,8 +880,9 @@ class Scheduler:
 
     async def _window_pace(self) -> None:
         """A third of a window, or less when another loop recovered (the window may be stale)."""
+        wait, self._refresh_in = (self.settings.scheduler_window_seconds / 3 if self._refresh_in is None else self._refresh_in), None
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.settings.scheduler_window_seconds / 3):
+            async with asyncio.timeout(wait):
                 await self._reload.wait()
         self._reload.clear()
 
