@@ -494,9 +494,8 @@ class Scheduler:
                 if isinstance(res, dict):
                     self.observe(res)
         if claims:
-            batch = self.settings.scheduler_claim_batch
-            for i in range(0, len(claims), batch):
-                chunk = claims[i : i + batch]
+            for start, end in timing.claim_chunks(len(claims), self.settings.scheduler_claim_batch):
+                chunk = claims[start:end]
                 try:
                     claimed, lost, uncertain = await self.store.claim(
                         [d for _, d in chunk],
