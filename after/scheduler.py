@@ -43,20 +43,23 @@ import uuid
 from collections import OrderedDict, defaultdict, deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from after import catchup, model, quorum, timing, triage
 from after.config import Settings
+from after.dispatch import Dispatcher, LocalDispatcher, NoDispatcher
 from after.errors import AfterError, Forbidden, InvalidInput, NotFound, StoreUnavailable, Uncertain
 from after.jobs import JobFunc
 from after.loops import Loops
 from after.outage import LoopState
 from after.registry import Registry, is_daemon
-from after.runner import Runner, error_info
+from after.runner import error_info
 from after.service import Tasks
 from after.store import Store
 
 log = logging.getLogger("after.scheduler")
+
+__all__ = ["Client", "Dispatcher", "LocalDispatcher", "NoDispatcher", "Scheduler", "connect", "running"]
 
 #: How many tasks' newest revision generation a scheduler remembers (see ``observe``).
 GENS_KEPT = 200_000
@@ -81,16 +84,6 @@ def rev_gen(doc: Mapping[str, Any]) -> int:
         return int(str(doc.get("_rev", "0-")).split("-", 1)[0])
     except ValueError:
         return 0
-
-
-class Dispatcher(Protocol):
-    """Where claimed tasks go: this host's worker processes, or in-process runners."""
-
-    def knows(self, worker: str) -> bool: ...
-    def capacity(self, worker: str) -> int: ...
-    def dispatch(self, worker: str, doc: dict[str, Any]) -> bool: ...
-    def cancel(self, worker: str, task_id: str) -> bool: ...
-    def running_here(self, worker: str, task_id: str) -> bool: ...
 
 
 class Scheduler:
@@ -908,68 +901,6 @@ class Scheduler:
 
 # ------------------------------------------------------------------------------------------------
 # The in-process API
-
-
-class LocalDispatcher:
-    """Runs tasks in this process with :class:`Runner` s: no daemon, no worker processes."""
-
-    def __init__(self, store: Store, settings: Settings, jobs: Mapping[str, Mapping[str, JobFunc]], *, concurrency: int = 4) -> None:
-        self.scheduler: Scheduler | None = None
-        self.runners: dict[str, Runner] = {}
-        for worker, registry in jobs.items():
-            self.runners[worker] = Runner(store, name=worker, registry=registry, settings=settings, concurrency=concurrency, notify=self._notify, isolate=False)
-
-    def _notify(self, msg: dict[str, Any]) -> None:
-        if self.scheduler is None:
-            return
-        if msg.get("op") == "finished":
-            self.scheduler.kick()
-        elif msg.get("op") == "started":
-            self.scheduler.fire_lags.append((time.time(), float(msg.get("lag") or 0.0)))
-
-    def knows(self, worker: str) -> bool:
-        return worker in self.runners
-
-    def capacity(self, worker: str) -> int:
-        r = self.runners.get(worker)
-        return 0 if r is None else max(0, r.concurrency * 2 - len(r.running))
-
-    def dispatch(self, worker: str, doc: dict[str, Any]) -> bool:
-        r = self.runners.get(worker)
-        if r is None:
-            return False
-        r.submit(doc)
-        return True
-
-    def cancel(self, worker: str, task_id: str) -> bool:
-        r = self.runners.get(worker)
-        return r is not None and r.cancel(task_id)
-
-    def running_here(self, worker: str, task_id: str) -> bool:
-        r = self.runners.get(worker)
-        return r is not None and task_id in r.running
-
-    async def drain(self, timeout: float) -> None:
-        await asyncio.gather(*(r.drain(timeout) for r in self.runners.values()))
-
-
-class NoDispatcher:
-    """A client that only schedules: tasks are run by daemons' workers."""
-
-    def knows(self, worker: str) -> bool:
-        return False
-
-    def capacity(self, worker: str) -> int:
-        return 0
-
-    def dispatch(self, worker: str, doc: dict[str, Any]) -> bool:
-        return False
-
-    def cancel(self, worker: str, task_id: str) -> bool:
-        return False
-
-    def running_here(self, worker: str, task_id: str) -> bool:
-        return False
 
 
 class Client(Tasks):
