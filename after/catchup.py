@@ -62,7 +62,9 @@ INSTANCE_DOC = "after-database"
 #: How often the checkpoint is rewritten while the daemon runs (and once at a clean stop).
 #: A crash re-reads at most this much more of the feed.
 EVERY_SECONDS = 5.0
-#: Changes read per feed request, and ids per ``_all_docs`` request.
+#: Changes read per feed request, and ids per ``_all_docs`` request. Measured for 10,000
+#: changes on the embedded server: 5,000 a page with the next page read while this one is
+#: taken in, 2.3 s; 2,000 a page so, 2.9-3.1 s; 5,000 a page one after the other, 2.9-3.6 s.
 PAGE = 5000
 #: Beyond this many changes since the checkpoint, the view is used. Measured on this 2-core
 #: machine, the feed with documents reads about 4,000-10,000 changes/s, so 100,000 is 10-25 s
@@ -218,19 +220,30 @@ class Catchup:
         if why is not None or cp is None:
             return self._view(why or "")
         agenda.horizon = max(agenda.horizon, cp.horizon)
-        for i in range(0, len(cp.ids), PAGE):
-            for doc in (await self.store.get_many(cp.ids[i : i + PAGE])).values():
-                agenda.observe(doc)
-        since, read = cp.seq, 0
-        while True:
-            rows, last, pending = await self.store.changes_page(since, limit=PAGE)
-            read += len(rows)
-            if too_long(read, pending):
-                return self._view(f"more than {MAX_FEED} changes since the checkpoint")
-            agenda.apply_changes(rows)
-            since = last
-            if len(rows) < PAGE:
-                break
+        # The server reads the next page while this process takes in the current one (each
+        # document is checked: about as costly as reading it), so the two cores overlap.
+        # Any order is right: the scheduler keeps the newest revision of each task it sees.
+        page = asyncio.create_task(self.store.changes_page(cp.seq, limit=PAGE))
+        try:
+            for i in range(0, len(cp.ids), PAGE):
+                for doc in (await self.store.get_many(cp.ids[i : i + PAGE])).values():
+                    agenda.observe(doc)
+            read = 0
+            while True:
+                rows, since, pending = await page
+                read += len(rows)
+                if too_long(read, pending, MAX_FEED):
+                    return self._view(f"more than {MAX_FEED} changes since the checkpoint")
+                more = len(rows) >= PAGE
+                if more:
+                    page = asyncio.create_task(self.store.changes_page(since, limit=PAGE))
+                agenda.apply_changes(rows)
+                if not more:
+                    break
+        finally:
+            page.cancel()
+            if page.done() and not page.cancelled():
+                page.exception()  # retrieved: a failure after the one raised here is not news
         agenda.seq = since
         self.how = "feed"
         log.info(

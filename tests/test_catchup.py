@@ -18,6 +18,9 @@ from conftest import Couch, Daemon, executions, iso_in, wait_until
 
 from after import catchup, model, timing
 from after.catchup import Checkpoint
+from after.config import Settings
+from after.scheduler import NoDispatcher, Scheduler
+from after.store import Store
 
 CP = Checkpoint("inst", "db", "/state", "12-abc", 1_000.0, ("task:a",), 900.0)
 
@@ -85,6 +88,45 @@ def test_first_refresh_delay(horizon: float, now: float, window: float, delay: f
     assert catchup.first_refresh_delay(horizon, now, window) == pytest.approx(delay)
 
 
+# -- the catch-up over a real store ---------------------------------------------------------------
+
+
+def test_resume_reads_the_feed_page_by_page_and_keeps_only_the_window(couch: Couch, dbname: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(catchup, "PAGE", 7)
+    record = tmp_path / "runs.txt"
+
+    async def run() -> None:
+        async with couch.store(dbname) as store:
+            cu = catchup.Catchup(store, tmp_path, ahead=2.0, window=60.0)
+            instance = await catchup.database_instance(store)
+            assert await catchup.database_instance(store) == instance  # written once, then read
+            now = time.time()
+            known = backlog(record, [now + 30])  # in the snapshot, unchanged since
+            await write_all(store, known)
+            seq = await store.update_seq()
+            cp = Checkpoint(instance, dbname, cu.owner, seq, now + 50, (known[0]["_id"],), now)
+            cu.path.write_text(catchup.encode(cp))
+            due = backlog(record, [now - 40 + i for i in range(30)])
+            far = backlog(record, [now + 3600])
+            await write_all(store, due + far)
+
+            sched = Scheduler(store, Settings(), NoDispatcher())
+            delay = await cu.resume(sched)
+            assert delay is not None and cu.how == "feed"
+            assert set(sched.tasks) == {d["_id"] for d in due + known}  # the far one is beyond the window
+            assert sched.horizon == pytest.approx(now + 50)
+            rows, _, _ = await store.changes_page(sched.seq, limit=10)
+            assert rows == []  # the follower goes on from the end of what was read
+
+            monkeypatch.setattr(catchup, "MAX_FEED", 20)
+            again = Scheduler(store, Settings(), NoDispatcher())
+            again.seq = "before"
+            assert await cu.resume(again) is None and cu.how == "view"
+            assert again.seq == "before"  # the view path reads its own position
+
+    asyncio.run(run())
+
+
 # -- real daemons ---------------------------------------------------------------------------------
 
 
@@ -98,12 +140,17 @@ def backlog(record: Path, dues: list[float]) -> list[dict[str, Any]]:
     return out
 
 
+async def write_all(store: Store, docs: list[dict[str, Any]]) -> None:
+    """Straight into CouchDB with ``_bulk_docs``, as a program other than After would."""
+    for i in range(0, len(docs), 500):
+        results = await store.write_many(docs[i : i + 500])
+        assert all(isinstance(r, dict) for r in results.values()), results
+
+
 def bulk(couch: Couch, dbname: str, docs: list[dict[str, Any]]) -> None:
     async def write() -> None:
         async with couch.store(dbname) as store:
-            for i in range(0, len(docs), 500):
-                results = await store.write_many(docs[i : i + 500])
-                assert all(isinstance(r, dict) for r in results.values()), results
+            await write_all(store, docs)
 
     asyncio.run(write())
 
