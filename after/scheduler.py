@@ -109,6 +109,9 @@ class Scheduler:
         self._ready_ids: dict[str, int] = {}
         self._kick = asyncio.Event()
         self._horizon: datetime = timing.EPOCH
+        #: The horizon of the window query under way: the feed keeps what falls before it
+        #: meanwhile (the query's answer can predate a change the feed brings).
+        self._reaching: datetime = timing.EPOCH
         self.seq: Any = 0
         self._bg: list[asyncio.Task[Any]] = []
         self.listeners: list[Callable[[list[dict[str, Any]], Any], None]] = []
@@ -230,7 +233,7 @@ class Scheduler:
                 return
             self._invalid.pop(task_id, None)
         when = timing.agenda_time(doc)
-        if when is None or when > self._horizon:
+        if when is None or when > max(self._horizon, self._reaching):
             self.tasks.pop(task_id, None)
             return
         if task_id in self._unsure_claims and self._is_own_orphan(doc):
@@ -405,8 +408,9 @@ class Scheduler:
 
     async def refresh_window(self, now: datetime) -> None:
         horizon = now + timedelta(seconds=self.settings.scheduler_window_seconds)
+        self._reaching = horizon
         docs = await self.store.agenda(horizon)
-        self._horizon = horizon
+        self._horizon = horizon  # known complete up to here only now (what a checkpoint says)
         for doc in docs:
             self.observe(doc)
 
