@@ -148,9 +148,11 @@ def too_long(read: int, pending: int | None, bound: int = MAX_FEED) -> bool:
 
 
 def first_refresh_delay(horizon: float, now: float, window: float) -> float:
-    """When the window loop's first view query runs after a catch-up: by then the view has
-    time to index the backlog, and the query still ends before ``horizon`` (what lies beyond
-    it is unknown until then). A third of a window at most, like the loop's own pace."""
+    """When the window loop's first view query runs after a catch-up: late enough for the
+    backlog to be claimed first (the query makes CouchDB index that backlog, which competes
+    with the claims for the store: on the embedded server, in its one process), early
+    enough to end a third of a window before ``horizon`` (tasks beyond it are unknown until
+    it answers). A third of a window at most, like the loop's own pace."""
     return max(0.0, min(window / 3, horizon - now - window / 3))
 
 
@@ -194,7 +196,7 @@ class Catchup:
         self.ahead = ahead
         self.window = window
         self._instance: str | None = None
-        #: How the last start caught up ("feed" or "view") and why, for the log and tests.
+        #: How the last start caught up: "feed" or "view" (the log says why).
         self.how: str = ""
 
     def load(self) -> Checkpoint | None:
