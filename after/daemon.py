@@ -31,7 +31,7 @@ from typing import Any, TextIO, TypeVar
 
 from aiohttp import web
 
-from after import model, provision, timing
+from after import catchup, model, provision, timing
 from after import registry as registry_mod
 from after.api import create_app
 from after.config import Settings, redact_url
@@ -174,6 +174,7 @@ class Daemon:
                 store, scheduler.daemon_id, describe=describe, interval=s.scheduler_heartbeat_seconds, on_quorum=scheduler.note_quorum, loops=scheduler.loops
             )
             scheduler.registry = registry
+            scheduler.catchup = catchup.Catchup(store, s.state_path, ahead=s.scheduler_claim_ahead, window=s.scheduler_window_seconds)
             supervisor.start_observers.append(lambda worker, job, lag: scheduler.fire_lags.append((time.time(), lag)))
             app = create_app(s, store=store, supervisor=supervisor, scheduler=scheduler, token=token, extra={"embedded": self.embedded})
             # Workers first: they need nothing of the scheduler or the port, and the daemon is

@@ -43,20 +43,23 @@ import uuid
 from collections import OrderedDict, defaultdict, deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
-from after import model, quorum, timing, triage
+from after import catchup, model, quorum, timing, triage
 from after.config import Settings
+from after.dispatch import Dispatcher, LocalDispatcher, NoDispatcher
 from after.errors import AfterError, Forbidden, InvalidInput, NotFound, StoreUnavailable, Uncertain
 from after.jobs import JobFunc
 from after.loops import Loops
 from after.outage import LoopState
 from after.registry import Registry, is_daemon
-from after.runner import Runner, error_info
+from after.runner import error_info
 from after.service import Tasks
 from after.store import Store
 
 log = logging.getLogger("after.scheduler")
+
+__all__ = ["Client", "Dispatcher", "LocalDispatcher", "NoDispatcher", "Scheduler", "connect", "running"]
 
 #: How many tasks' newest revision generation a scheduler remembers (see ``observe``).
 GENS_KEPT = 200_000
@@ -83,16 +86,6 @@ def rev_gen(doc: Mapping[str, Any]) -> int:
         return 0
 
 
-class Dispatcher(Protocol):
-    """Where claimed tasks go: this host's worker processes, or in-process runners."""
-
-    def knows(self, worker: str) -> bool: ...
-    def capacity(self, worker: str) -> int: ...
-    def dispatch(self, worker: str, doc: dict[str, Any]) -> bool: ...
-    def cancel(self, worker: str, task_id: str) -> bool: ...
-    def running_here(self, worker: str, task_id: str) -> bool: ...
-
-
 class Scheduler:
     def __init__(
         self,
@@ -116,6 +109,9 @@ class Scheduler:
         self._ready_ids: dict[str, int] = {}
         self._kick = asyncio.Event()
         self._horizon: datetime = timing.EPOCH
+        #: The horizon of the window query under way: the feed keeps what falls before it
+        #: meanwhile (the query's answer can predate a change the feed brings).
+        self._reaching: datetime = timing.EPOCH
         self.seq: Any = 0
         self._bg: list[asyncio.Task[Any]] = []
         self.listeners: list[Callable[[list[dict[str, Any]], Any], None]] = []
@@ -157,6 +153,10 @@ class Scheduler:
         self.loops.on_change.append(self._loop_changed)
         self._reload = asyncio.Event()
         self._write_error: AfterError | None = None
+        #: The daemon's checkpoint (None: an in-process scheduler, which has no state directory).
+        self.catchup: catchup.Catchup | None = None
+        #: When the window loop's first view query runs after a catch-up from the feed.
+        self._refresh_in: float | None = None
 
     # -- memory -------------------------------------------------------------------------------
 
@@ -233,7 +233,7 @@ class Scheduler:
                 return
             self._invalid.pop(task_id, None)
         when = timing.agenda_time(doc)
-        if when is None or when > self._horizon:
+        if when is None or when > max(self._horizon, self._reaching):
             self.tasks.pop(task_id, None)
             return
         if task_id in self._unsure_claims and self._is_own_orphan(doc):
@@ -245,6 +245,19 @@ class Scheduler:
         heapq.heappush(self._heap, (when.timestamp(), task_id, version[0]))
         if when.timestamp() <= time.time() + self.settings.scheduler_claim_ahead:
             self._kick.set()
+
+    @property
+    def horizon(self) -> float:
+        """Epoch seconds up to which every task's agenda time is known (the window's end)."""
+        return self._horizon.timestamp()
+
+    @horizon.setter
+    def horizon(self, value: float) -> None:
+        self._horizon = timing.from_ts(value)
+
+    def held_ids(self) -> list[str]:
+        """Every task held in memory, set apart ones included (what a checkpoint lists)."""
+        return [*self.tasks, *self._conflicted, *self._invalid, *self._broken]
 
     def forget(self, task_id: str) -> None:
         self.tasks.pop(task_id, None)
@@ -395,8 +408,9 @@ class Scheduler:
 
     async def refresh_window(self, now: datetime) -> None:
         horizon = now + timedelta(seconds=self.settings.scheduler_window_seconds)
+        self._reaching = horizon
         docs = await self.store.agenda(horizon)
-        self._horizon = horizon
+        self._horizon = horizon  # known complete up to here only now (what a checkpoint says)
         for doc in docs:
             self.observe(doc)
 
@@ -477,9 +491,8 @@ class Scheduler:
                 if isinstance(res, dict):
                     self.observe(res)
         if claims:
-            batch = self.settings.scheduler_claim_batch
-            for i in range(0, len(claims), batch):
-                chunk = claims[i : i + batch]
+            for start, end in timing.claim_chunks(len(claims), self.settings.scheduler_claim_batch):
+                chunk = claims[start:end]
                 try:
                     claimed, lost, uncertain = await self.store.claim(
                         [d for _, d in chunk],
@@ -787,6 +800,9 @@ class Scheduler:
         self.seq = await self.store.update_seq()
         if self.registry is not None:
             await self.registry.load()
+        if self.catchup is not None and (delay := await self.catchup.resume(self)) is not None:
+            self._refresh_in = delay  # the view is queried later, in the background
+            return
         await self._refresh()
 
     async def _load_later(self, delay: float) -> None:
@@ -803,6 +819,9 @@ class Scheduler:
             asyncio.create_task(self.loops.run("purge", lambda: self.purge(utcnow()), pace=lambda: asyncio.sleep(purge_every)), name="purge"),
             asyncio.create_task(self.run(), name="tick"),
         ]
+        if (cu := self.catchup) is not None:
+            every = catchup.EVERY_SECONDS
+            self._bg.append(asyncio.create_task(self.loops.run("checkpoint", lambda: cu.save(self), pace=lambda: asyncio.sleep(every)), name="checkpoint"))
 
     async def stop(self) -> None:
         bg = list(self._bg)  # _load_when_reachable may add to it until cancelled
@@ -811,6 +830,11 @@ class Scheduler:
         for t in bg:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+        if self.catchup is not None and any(t.get_name() == "checkpoint" for t in bg):
+            try:
+                await self.catchup.save(self)  # the next start reads only what changes after now
+            except Exception as exc:
+                log.warning("cannot write the catch-up checkpoint: %s", exc)
         self._bg = []
 
     async def _follow(self) -> None:
@@ -852,8 +876,9 @@ class Scheduler:
 
     async def _window_pace(self) -> None:
         """A third of a window, or less when another loop recovered (the window may be stale)."""
+        wait, self._refresh_in = (self.settings.scheduler_window_seconds / 3 if self._refresh_in is None else self._refresh_in), None
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.settings.scheduler_window_seconds / 3):
+            async with asyncio.timeout(wait):
                 await self._reload.wait()
         self._reload.clear()
 
@@ -880,68 +905,6 @@ class Scheduler:
 
 # ------------------------------------------------------------------------------------------------
 # The in-process API
-
-
-class LocalDispatcher:
-    """Runs tasks in this process with :class:`Runner` s: no daemon, no worker processes."""
-
-    def __init__(self, store: Store, settings: Settings, jobs: Mapping[str, Mapping[str, JobFunc]], *, concurrency: int = 4) -> None:
-        self.scheduler: Scheduler | None = None
-        self.runners: dict[str, Runner] = {}
-        for worker, registry in jobs.items():
-            self.runners[worker] = Runner(store, name=worker, registry=registry, settings=settings, concurrency=concurrency, notify=self._notify, isolate=False)
-
-    def _notify(self, msg: dict[str, Any]) -> None:
-        if self.scheduler is None:
-            return
-        if msg.get("op") == "finished":
-            self.scheduler.kick()
-        elif msg.get("op") == "started":
-            self.scheduler.fire_lags.append((time.time(), float(msg.get("lag") or 0.0)))
-
-    def knows(self, worker: str) -> bool:
-        return worker in self.runners
-
-    def capacity(self, worker: str) -> int:
-        r = self.runners.get(worker)
-        return 0 if r is None else max(0, r.concurrency * 2 - len(r.running))
-
-    def dispatch(self, worker: str, doc: dict[str, Any]) -> bool:
-        r = self.runners.get(worker)
-        if r is None:
-            return False
-        r.submit(doc)
-        return True
-
-    def cancel(self, worker: str, task_id: str) -> bool:
-        r = self.runners.get(worker)
-        return r is not None and r.cancel(task_id)
-
-    def running_here(self, worker: str, task_id: str) -> bool:
-        r = self.runners.get(worker)
-        return r is not None and task_id in r.running
-
-    async def drain(self, timeout: float) -> None:
-        await asyncio.gather(*(r.drain(timeout) for r in self.runners.values()))
-
-
-class NoDispatcher:
-    """A client that only schedules: tasks are run by daemons' workers."""
-
-    def knows(self, worker: str) -> bool:
-        return False
-
-    def capacity(self, worker: str) -> int:
-        return 0
-
-    def dispatch(self, worker: str, doc: dict[str, Any]) -> bool:
-        return False
-
-    def cancel(self, worker: str, task_id: str) -> bool:
-        return False
-
-    def running_here(self, worker: str, task_id: str) -> bool:
-        return False
 
 
 class Client(Tasks):

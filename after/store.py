@@ -469,6 +469,42 @@ class Store:
             pass
         return results, last
 
+    async def changes_page(self, since: Any, *, limit: int) -> tuple[list[dict[str, Any]], Any, int | None]:
+        """One page of the feed after ``since``, at once (documents and conflicts included):
+        (changes, the position after them, how many are left or None when not said).
+
+        For catching up (:mod:`after.catchup`): unlike :meth:`changes` it never waits, and it
+        passes on CouchDB's ``pending`` (the embedded server does not give it).
+        """
+        params = {
+            "feed": "normal",
+            "since": since if isinstance(since, str | int) else json.dumps(since),
+            "include_docs": "true",
+            "conflicts": "true",
+            "limit": limit,
+        }
+        with self._call("changes", f"{self.name}/_changes"):
+            _, reply = await self.couch._server._get(f"/{quote_id(self.name)}/_changes", params=params)
+            rows = reply["results"]
+            if not isinstance(rows, list):
+                raise MalformedAnswer(f"{self.name}/_changes: unexpected answer from CouchDB (no results)")
+            pending = reply.get("pending")
+            return rows, reply.get("last_seq", since), pending if isinstance(pending, int) else None
+
+    # -- local documents (never replicated, never in the feed or the views) ---------------
+
+    async def get_local(self, name: str) -> dict[str, Any]:
+        """``_local/<name>`` (:class:`~after.errors.NotFound` when there is none)."""
+        with self._call("get", f"{self.name}/_local/{name}"):
+            _, reply = await self.couch._server._get(f"/{quote_id(self.name)}/_local/{quote_id(name)}")
+            return dict(reply)
+
+    async def put_local(self, name: str, body: Mapping[str, Any]) -> None:
+        """Write ``_local/<name>`` (a :class:`~after.errors.Conflict` if it exists and ``body``
+        carries no current ``_rev``)."""
+        with self._call("put", f"{self.name}/_local/{name}"):
+            await self.couch._server._put(f"/{quote_id(self.name)}/_local/{quote_id(name)}", data=dict(body))
+
     # -- listing and housekeeping --------------------------------------------------------
 
     async def view(self, name: str, **params: Any) -> dict[str, Any]:

@@ -235,6 +235,23 @@ def order_key(task: Mapping[str, Any]) -> tuple[int, int, float, str]:
     return (math.floor(t), -int(task.get("priority") or 0), t, str(task.get("_id", "")))
 
 
+#: The first claim request of a tick holds at most this many tasks: with a backlog (a
+#: restart, a burst), the first jobs start after one small write instead of a full batch,
+#: and the rest are claimed in full batches while they run.
+FIRST_CLAIMS = 50
+
+
+def claim_chunks(n: int, batch: int, first: int = FIRST_CLAIMS) -> list[tuple[int, int]]:
+    """The ``(start, end)`` slices of ``n`` claims (oldest first): a small first request, then full ``batch`` es."""
+    out: list[tuple[int, int]] = []
+    start, size = 0, max(1, min(first, batch))
+    while start < n:
+        out.append((start, min(n, start + size)))
+        start += size
+        size = max(1, batch)
+    return out
+
+
 def plan(now: datetime, tasks: Iterable[Mapping[str, Any]], *, ahead: float = 0.0) -> list[Action]:
     """Decide what to do with every task whose agenda time has come, in execution order.
 

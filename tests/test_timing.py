@@ -309,3 +309,18 @@ def test_a_cron_that_never_fires_is_unprocessable(expr: str) -> None:
     with pytest.raises(Unprocessable, match="never fires"):
         timing.check_cron(expr)
     assert timing.check_cron("0 0 29 2 *")  # every leap year: fires
+
+
+@pytest.mark.parametrize(
+    ("n", "batch", "first", "chunks"),
+    [
+        (0, 500, 50, []),
+        (10, 500, 50, [(0, 10)]),
+        (50, 500, 50, [(0, 50)]),
+        (1000, 500, 50, [(0, 50), (50, 550), (550, 1000)]),
+        (120, 20, 50, [(0, 20), (20, 40), (40, 60), (60, 80), (80, 100), (100, 120)]),  # never above the batch
+        (3, 1, 50, [(0, 1), (1, 2), (2, 3)]),
+    ],
+)
+def test_claim_chunks(n: int, batch: int, first: int, chunks: list[tuple[int, int]]) -> None:
+    assert timing.claim_chunks(n, batch, first) == chunks
