@@ -42,7 +42,7 @@ START_TIMEOUT = 60.0
 
 #: A job that finds every process busy starts a new one only once none has come free for
 #: this long (see :func:`should_grow`).
-GROW_AFTER = 0.1
+GROW_AFTER = 0.25
 
 #: A process idle this long is ended (all but one): a burst does not keep its processes.
 IDLE_SECONDS = 60.0
@@ -366,7 +366,7 @@ class JobPool:
             return
         # A timer that fires late means this event loop was busy (a large batch of writes
         # encoded, say): the processes may well have answered meanwhile, unread. No sign.
-        on_time = asyncio.get_running_loop().time() - due < GROW_AFTER
+        on_time = asyncio.get_running_loop().time() - due < GROW_AFTER / 2
         if on_time and self._should_grow():
             self._count += 1
             self._start_in_background()  # ready: it is handed to the first in line
