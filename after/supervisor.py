@@ -93,6 +93,11 @@ class WorkerProc:
     def running(self) -> bool:
         return self.state == "running" and self.writer is not None
 
+    def settle(self, task_id: Any) -> None:
+        """Task ``task_id`` no longer runs here (finished, dropped, or never sent)."""
+        self.inflight.pop(task_id, None)
+        self.finishing.pop(task_id, None)
+
     def info(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -172,7 +177,7 @@ class Supervisor:
         try:
             wp.writer.write(json.dumps({"op": "run", "task": doc}).encode() + b"\n")
         except Exception as exc:  # a channel that broke, a document json cannot write
-            wp.inflight.pop(doc["_id"], None)
+            wp.settle(doc["_id"])
             log.error("task %s: cannot send it to worker %s: %r", doc["_id"], name, exc)
             return False
         return True
@@ -469,8 +474,7 @@ class Supervisor:
             if sent is not None and msg.get("lease") not in (None, (sent.get("lease") or {}).get("id")):
                 sent = None  # the end of an earlier claim of a task whose next claim runs now
             else:
-                wp.inflight.pop(msg.get("id"), None)
-                wp.finishing.pop(msg.get("id"), None)
+                wp.settle(msg.get("id"))
             if sent is not None:
                 wp.tasks_run += 1
             # The worker names the job; an older worker does not, the claimed task does.
@@ -482,8 +486,7 @@ class Supervisor:
             self.on_change(wp.name)
         elif op == "dropped":
             # A task the worker could not take (it logged why): not running there.
-            wp.inflight.pop(msg.get("id"), None)
-            wp.finishing.pop(msg.get("id"), None)
+            wp.settle(msg.get("id"))
             self.on_change(wp.name)
         elif op == "job_group":
             pgid = int(msg["pgid"])
