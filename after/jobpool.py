@@ -9,10 +9,11 @@ and a replacement starts in the background, so the cost of a crash stays its own
 Limits (settings, see :class:`Limits`): at most ``size`` processes (one per running
 isolated job; a job beyond that waits for one), each retired after ``max_tasks`` runs,
 or killed once its resident memory passes ``max_memory_mb`` (checked while a job runs,
-every :data:`MEMORY_CHECK` s, and after each run).
+every :data:`after.jobprocess.MEMORY_CHECK` s, and after each run).
 
-What is decided here is plain code over data (:func:`retire_reason`, :func:`over_memory`);
-the processes, pipes and signals are the I/O around it.
+What is decided here is plain code over data (:func:`should_grow`; what retires one
+process is :func:`after.jobprocess.retire_reason`); one process's start, pipes and
+signals are :mod:`after.jobprocess`.
 """
 
 from __future__ import annotations
@@ -21,24 +22,14 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
-import json
 import logging
-import os
-import signal
-import sys
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
-from after import procgroup
+from after.jobprocess import IsolatedJobError, JobCrashed, JobOverMemory, JobProcess, Limits, MemoryWatch, NotStarted, retire_reason, rss_mb
 
 log = logging.getLogger("after.jobpool")
-
-#: How often the memory of a process that runs a job is read (seconds).
-MEMORY_CHECK = 0.5
-
-#: How long a new process gets to import the worker's job modules and say it is ready.
-START_TIMEOUT = 60.0
 
 #: A job that finds every process busy starts a new one only once none has come free for
 #: this long (see :func:`should_grow`).
@@ -46,52 +37,6 @@ GROW_AFTER = 0.25
 
 #: A process idle this long is ended (all but one): a burst does not keep its processes.
 IDLE_SECONDS = 60.0
-
-_PAGE_MB = os.sysconf("SC_PAGE_SIZE") / (1024 * 1024) if hasattr(os, "sysconf") else 4096 / (1024 * 1024)
-
-
-class IsolatedJobError(Exception):
-    """An isolated job raised: ``error`` is its description from the job's process."""
-
-    def __init__(self, error: dict[str, Any], result: Any) -> None:
-        super().__init__(error.get("message"))
-        self.error = error
-        self.result = result
-
-
-class JobCrashed(Exception):
-    """An isolated job's process ended without an answer (os._exit, a signal, a crash)."""
-
-
-class JobOverMemory(JobCrashed):
-    """An isolated job's process grew past ``workers.max_memory_mb`` and was killed."""
-
-
-class _NotStarted(JobCrashed):
-    """The process ended before it took the job (it died between two jobs): the job never
-    ran, so it is handed to another process rather than failed."""
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Limits:
-    """The pool's settings: ``size`` processes at most; 0 for the other two means no limit."""
-
-    size: int
-    max_tasks: int = 0
-    max_memory_mb: float = 0.0
-
-
-def retire_reason(limits: Limits, *, runs: int, rss_mb: float | None) -> str | None:
-    """Why a process that has just answered must not run another job, or None to keep it.
-
-    ``runs`` counts the jobs it has run, the one just over included; ``rss_mb`` is its
-    resident memory now (None where it cannot be read: the ceiling then never applies).
-    """
-    if limits.max_tasks and runs >= limits.max_tasks:
-        return f"ran {runs} jobs (workers.max_tasks_per_process)"
-    if over_memory(limits, rss_mb):
-        return f"uses {rss_mb:.0f} MB, over workers.max_memory_mb = {limits.max_memory_mb:g}"
-    return None
 
 
 def should_grow(limits: Limits, *, alive: int, idle: int, spawning: int, quiet: float) -> bool:
@@ -107,86 +52,6 @@ def should_grow(limits: Limits, *, alive: int, idle: int, spawning: int, quiet: 
     if idle or spawning or alive >= limits.size:
         return False
     return alive == 0 or quiet >= GROW_AFTER
-
-
-def over_memory(limits: Limits, rss_mb: float | None) -> bool:
-    """Whether a process using ``rss_mb`` MB is past the ceiling (never without one)."""
-    return bool(limits.max_memory_mb) and rss_mb is not None and rss_mb > limits.max_memory_mb
-
-
-def rss_mb(pid: int) -> float | None:
-    """Resident memory of process ``pid`` in MB, from ``/proc`` (None elsewhere or if gone)."""
-    try:
-        with open(f"/proc/{pid}/statm", "rb") as f:
-            return int(f.read().split()[1]) * _PAGE_MB
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-class JobProcess:
-    """One warm :mod:`after.jobproc` process: its pipes, and how many jobs it has run."""
-
-    def __init__(self, proc: asyncio.subprocess.Process, reader: asyncio.StreamReader, transport: asyncio.BaseTransport) -> None:
-        self.proc = proc
-        self.reader = reader
-        self.transport = transport
-        self.runs = 0
-        #: When it last came free (time.monotonic()): idle ones are ended after IDLE_SECONDS.
-        self.free_since = 0.0
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    @property
-    def alive(self) -> bool:
-        return self.proc.returncode is None
-
-    async def run(self, request: Mapping[str, Any], on_message: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
-        """Send one job; pass its progress/log messages on; its final answer.
-
-        Raises :class:`JobCrashed` if the process ends before it answers. The caller kills
-        the process if this is cancelled (timeout, cancel, shutdown) midway.
-        """
-        assert self.proc.stdin is not None
-        self.runs += 1
-        started = False
-        with contextlib.suppress(ConnectionError):  # a dead process shows as no answer, below
-            self.proc.stdin.write(json.dumps(request).encode() + b"\n")
-            await self.proc.stdin.drain()
-        while line := await self.reader.readline():
-            msg = json.loads(line)
-            if "started" in msg:
-                started = True
-            elif "progress" in msg or "log" in msg:
-                on_message(msg)
-            else:
-                return dict(msg)
-        code = await self.proc.wait()
-        how = f"exited with {code}" if code >= 0 else f"was killed by {signal.Signals(-code).name}"
-        if not started:
-            raise _NotStarted(f"a job process {how} before it took the job")
-        raise JobCrashed(f"the job's process {how} before it answered")
-
-    def kill(self) -> None:
-        """SIGKILL the process's whole group: the job and whatever it started."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signal.SIGKILL)
-
-    async def close(self, *, kill: bool = False, timeout: float = 2.0) -> None:
-        """End the process: close its request pipe (it exits), or kill it; reap it."""
-        if kill and self.alive:
-            self.kill()
-        elif self.proc.stdin is not None and not self.proc.stdin.is_closing():
-            self.proc.stdin.close()
-        try:
-            await asyncio.wait_for(self.proc.wait(), timeout)
-        except TimeoutError:
-            self.kill()
-            await self.proc.wait()
-        finally:
-            self.transport.close()
-        procgroup.ended("", self.pid)
 
 
 class JobPool:
@@ -231,7 +96,7 @@ class JobPool:
             try:
                 final = await self._run_once(request, on_message)
                 break
-            except _NotStarted as exc:
+            except NotStarted as exc:
                 if attempt == 2:
                     raise JobCrashed(str(exc)) from None
                 log.warning("worker %s: task %s goes to another job process: %s", self.name, task_id, exc)
@@ -242,7 +107,7 @@ class JobPool:
     async def _run_once(self, request: Mapping[str, Any], on_message: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
         jp = await self._acquire()
         keep = False
-        watch = _MemoryWatch(jp, self.limits)
+        watch = MemoryWatch(jp, self.limits)
         try:
             try:
                 final = await jp.run(request, on_message)
@@ -257,8 +122,6 @@ class JobPool:
             return final
         finally:
             watch.stop()
-            if not keep and jp.alive:
-                jp.kill()
             self._release(jp, keep=keep)
 
     def prestart(self, count: int = 1) -> None:
@@ -383,6 +246,8 @@ class JobPool:
             self._free(jp)
         else:
             self._count -= 1
+            if jp.alive:
+                jp.kill()  # now, not when the close below first runs: its job must be over at once
             self._in_background(jp.close(kill=True))
             if not self._closed:
                 # The replacement starts now, so the next job finds it warm.
@@ -447,71 +312,7 @@ class JobPool:
         self._in_background(start())
 
     async def _spawn(self) -> JobProcess:
-        loop = asyncio.get_running_loop()
-        rfd, wfd = os.pipe()
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-P",  # no cwd on sys.path: a directory named `after` there would shadow the package
-                "-m",
-                "after.jobproc",
-                stdin=asyncio.subprocess.PIPE,
-                pass_fds=(wfd,),
-                env={**os.environ, "AFTER_JOBPROC_FD": str(wfd)},
-                **procgroup.spawn_options(),  # its own group, killed with the worker
-            )
-        except BaseException:
-            os.close(rfd)
-            raise
-        finally:
-            os.close(wfd)
-        # Reported for the process's whole life, not per job: if the worker dies, the daemon
-        # kills the group (whatever a job left running in it too), and a run costs no message.
-        procgroup.started("", proc.pid)
-        reader = asyncio.StreamReader(limit=64 * 1024 * 1024)
-        transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(rfd, "rb"))
-        jp = JobProcess(proc, reader, transport)
-        try:
-            assert proc.stdin is not None
-            proc.stdin.write(json.dumps(self.init).encode() + b"\n")
-            await proc.stdin.drain()
-            async with asyncio.timeout(START_TIMEOUT):
-                line = await reader.readline()
-            if not line or not json.loads(line).get("ready"):
-                raise JobCrashed(f"a new job process ended before it was ready (exit {await proc.wait()})")
-        except BaseException:
-            await jp.close(kill=True)
-            raise
+        jp = await JobProcess.start(self.init)
         self.started += 1
-        log.info("worker %s: job process %d started (%d alive)", self.name, proc.pid, self._count)
+        log.info("worker %s: job process %d started (%d alive)", self.name, jp.pid, self._count)
         return jp
-
-
-class _MemoryWatch:
-    """Reads a busy process's memory every :data:`MEMORY_CHECK` s; kills it past the ceiling.
-
-    A timer, not a task: most jobs are over before the first check, and a timer that never
-    fires costs next to nothing.
-    """
-
-    def __init__(self, jp: JobProcess, limits: Limits) -> None:
-        self.jp = jp
-        self.limits = limits
-        self.killed: str | None = None
-        self._handle: asyncio.TimerHandle | None = None
-        if limits.max_memory_mb:
-            self._handle = asyncio.get_running_loop().call_later(MEMORY_CHECK, self._check)
-
-    def _check(self) -> None:
-        used = rss_mb(self.jp.pid)
-        if over_memory(self.limits, used):
-            self.killed = f"the job's process used {used:.0f} MB, over workers.max_memory_mb = {self.limits.max_memory_mb:g}: killed"
-            self.jp.kill()
-            self._handle = None
-            return
-        self._handle = asyncio.get_running_loop().call_later(MEMORY_CHECK, self._check)
-
-    def stop(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None

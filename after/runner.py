@@ -36,7 +36,8 @@ from after import model, quorum, timing, triage
 from after.bulkwriter import BulkWriter
 from after.config import Settings
 from after.errors import AfterError, Conflict, InvalidInput, NotFound, Uncertain
-from after.jobpool import IsolatedJobError, JobCrashed, JobOverMemory, JobPool, Limits
+from after.jobpool import JobPool
+from after.jobprocess import IsolatedJobError, JobCrashed, JobOverMemory, Limits
 from after.jobs import JobFailed, JobFunc, TaskContext, is_async, isolated
 from after.store import Store
 

@@ -1,4 +1,4 @@
-"""The warm job processes (after/jobpool.py): many jobs per process, and a crash, a
+"""The warm job processes (after/jobpool.py, after/jobprocess.py): many jobs per process, and a crash, a
 timeout, an ``os._exit``, a memory leak or a process's quota costs only that process.
 
 Real processes throughout: the pool is driven directly (it touches no store) with the
@@ -19,7 +19,8 @@ from conftest import TESTS, Daemon, wait_until
 
 from after import config
 from after.errors import ConfigError
-from after.jobpool import GROW_AFTER, IsolatedJobError, JobCrashed, JobOverMemory, JobPool, Limits, retire_reason, should_grow
+from after.jobpool import GROW_AFTER, JobPool, should_grow
+from after.jobprocess import IsolatedJobError, JobCrashed, JobOverMemory, Limits, retire_reason
 
 
 @pytest.mark.parametrize(
