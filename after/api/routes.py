@@ -46,6 +46,9 @@ class RouteSpec:
     path_params: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     #: False when the body may be left out (POST /workers/{name}).
     body_required: bool = True
+    #: A call of the remote worker protocol (after.api.workerapi): the only routes a worker
+    #: token may call, and only for the worker its token names (the path's ``{name}``).
+    worker: bool = False
 
 
 ROUTES: list[RouteSpec] = []
@@ -71,6 +74,7 @@ def route(
     tag: str = "tasks",
     store: bool = True,
     body_required: bool = True,
+    worker: bool = False,
 ) -> Callable[[Handler], Handler]:
     """Register a handler and its OpenAPI description in one place: the router and the spec
     are built from the same :data:`ROUTES`, so they cannot name different routes."""
@@ -92,6 +96,7 @@ def route(
                 store=store,
                 path_params=path_params,
                 body_required=body_required,
+                worker=worker,
             )
         )
         return handler
