@@ -35,8 +35,10 @@ from after import catchup, model, provision, timing
 from after import registry as registry_mod
 from after.api import create_app
 from after.config import Settings, redact_url
+from after.dispatch import Dispatchers
 from after.embedded import ADMIN, USER, EmbeddedCouch
 from after.errors import AfterError, ConfigError
+from after.remotes import RemoteWorkers
 from after.scheduler import Scheduler
 from after.store import Store
 from after.supervisor import Supervisor
@@ -134,6 +136,7 @@ class Daemon:
         runner: web.AppRunner | None = None
         scheduler: Scheduler | None = None
         supervisor: Supervisor | None = None
+        remotes: RemoteWorkers | None = None
         bg: list[asyncio.Task[Any]] = []
         store: Store | None = None
         registry: registry_mod.Registry | None = None
@@ -160,13 +163,17 @@ class Daemon:
                         sched_holder[0].registry.soon()
 
             supervisor = Supervisor(s, worker_settings=dataclasses.asdict(worker_settings), on_lost=on_lost, on_change=on_change)
-            scheduler = Scheduler(store, s, supervisor, daemon_id=registry_mod.daemon_id())
+            remotes = RemoteWorkers(store, s, on_change=on_change, local=supervisor.knows)
+            scheduler = Scheduler(store, s, Dispatchers(supervisor, remotes), daemon_id=registry_mod.daemon_id())
             sched_holder.append(scheduler)
             sup = supervisor
 
             def describe() -> dict[str, Any]:
                 keys = ("name", "state", "running", "pid", "concurrency", "running_tasks", "tasks_run", "restarts")
                 workers = [{**{k: w[k] for k in keys if k in w}, "backlog": scheduler.backlog(w["name"])} for w in sup.list()]
+                # Remote workers' sessions held here: other daemons list them, and leave their tasks to us.
+                remote_keys = (*keys, "remote", "host", "address", "session", "last_heartbeat")
+                workers += [{**{k: w[k] for k in remote_keys if k in w}, "backlog": scheduler.backlog(w["name"])} for w in remotes.list()]
                 tick = timing.fmt(timing.from_ts(scheduler.last_tick)) if scheduler.last_tick else None
                 return {"url": s.base_url, "workers": workers, "quorum": "lost" if scheduler.quorum_lost_since else "ok", "tick": tick}
 
@@ -175,8 +182,9 @@ class Daemon:
             )
             scheduler.registry = registry
             scheduler.catchup = catchup.Catchup(store, s.state_path, ahead=s.scheduler_claim_ahead, window=s.scheduler_window_seconds)
-            supervisor.start_observers.append(lambda worker, job, lag: scheduler.fire_lags.append((time.time(), lag)))
-            app = create_app(s, store=store, supervisor=supervisor, scheduler=scheduler, token=token, extra={"embedded": self.embedded})
+            for observed in (supervisor, remotes):
+                observed.start_observers.append(lambda worker, job, lag: scheduler.fire_lags.append((time.time(), lag)))
+            app = create_app(s, store=store, supervisor=supervisor, scheduler=scheduler, token=token, remotes=remotes, extra={"embedded": self.embedded})
             # Workers first: they need nothing of the scheduler or the port, and the daemon is
             # expected to have them back as soon as it answers (GET /workers/NAME, not a 404).
             await supervisor.restore()
@@ -208,9 +216,19 @@ class Daemon:
             # the embedded server is stopped, and workers.json keeps every worker.
             if scheduler is not None:
                 await self._step("stopping the scheduler", scheduler.stop())
-            if supervisor is not None:
-                for failure in await self._step("stopping the workers", supervisor.stop_all()) or []:
-                    self.failures.append(failure)
+            # Local and remote workers finish their running jobs side by side (HTTP still
+            # answers, for the remote ones' finish calls).
+            async def no_remotes() -> None:
+                return None
+
+            async def no_workers() -> list[str]:
+                return []
+
+            _, failed = await asyncio.gather(
+                self._step("stopping the remote workers' sessions", remotes.close(s.workers_shutdown_timeout) if remotes is not None else no_remotes()),
+                self._step("stopping the workers", supervisor.stop_all() if supervisor is not None else no_workers()),
+            )
+            self.failures.extend(failed or [])
             if registry is not None:
                 await self._step("stopping the heartbeat", registry.stop())
             if runner is not None:

@@ -90,3 +90,29 @@ class NoDispatcher:
 
     def running_here(self, worker: str, task_id: str) -> bool:
         return False
+
+
+class Dispatchers:
+    """Several dispatchers as one: this host's worker processes and its remote workers'
+    sessions. A name is served by whichever knows it; a task goes to the first with room."""
+
+    def __init__(self, *parts: Dispatcher) -> None:
+        self.parts = parts
+
+    def knows(self, worker: str) -> bool:
+        return any(p.knows(worker) for p in self.parts)
+
+    def capacity(self, worker: str) -> int:
+        return sum(p.capacity(worker) for p in self.parts)
+
+    def dispatch(self, worker: str, doc: dict[str, Any]) -> bool:
+        for p in self.parts:
+            if p.knows(worker) and p.capacity(worker) > 0 and p.dispatch(worker, doc):
+                return True
+        return any(p.knows(worker) and p.dispatch(worker, doc) for p in self.parts)
+
+    def cancel(self, worker: str, task_id: str) -> bool:
+        return any(p.cancel(worker, task_id) for p in self.parts)
+
+    def running_here(self, worker: str, task_id: str) -> bool:
+        return any(p.running_here(worker, task_id) for p in self.parts)

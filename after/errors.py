@@ -79,6 +79,13 @@ class NotFound(AfterError):
     code = "not_found"
 
 
+class SessionGone(NotFound):
+    """A remote worker's session is unknown here (expired, or from before a restart): it
+    must connect again; every lease of the old session is void."""
+
+    code = "session_gone"
+
+
 class Conflict(AfterError):
     """The document changed since it was read (a CouchDB 409 on its revision).
 

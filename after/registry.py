@@ -183,7 +183,8 @@ class Registry:
                 continue
             for w in doc.get("workers") or []:
                 if isinstance(w, Mapping):
-                    out.append({**w, "daemon": doc["_id"], "host": doc.get("host"), "here": False})
+                    # A remote worker's own host is kept; a local one's is its daemon's.
+                    out.append({"host": doc.get("host"), **w, "daemon": doc["_id"], "here": False})
         return out
 
     # -- the heartbeat --------------------------------------------------------------------------
@@ -294,7 +295,7 @@ class Registry:
 
 def merge_workers(here: Iterable[dict[str, Any]], elsewhere: Iterable[dict[str, Any]], *, me: str, host: str) -> list[dict[str, Any]]:
     """This daemon's workers (marked ``here``) followed by the others', sorted by name then host."""
-    out = [{**w, "daemon": me, "host": host, "here": True} for w in here]
+    out = [{"host": host, **w, "daemon": me, "here": True} for w in here]
     out += list(elsewhere)
     out.sort(key=lambda w: (not w.get("here"), str(w.get("name")), str(w.get("host"))))
     return out

@@ -345,8 +345,7 @@ class Runner:
         doc["starts"] = quorum.starts(doc) + 1
         lease = dict(claimed.get("lease") or {})
         lease["until"] = timing.fmt(start + timedelta(seconds=self._timeout(doc) + self.settings.scheduler_lease_seconds))
-        lease["worker"] = self.name
-        lease["pid"] = os.getpid()
+        lease.update(self._lease_owner())
         doc["lease"] = lease
         model.set_status(doc, model.SCHEDULED, self.by, now, limit=self._limit())
         try:
@@ -362,6 +361,10 @@ class Runner:
                 await self._release_uncertain(claimed, fresh)
                 return None
             return fresh
+
+    def _lease_owner(self) -> dict[str, Any]:
+        """What an accepted task's lease says of who runs it."""
+        return {"worker": self.name, "pid": os.getpid()}
 
     async def _release_uncertain(self, claimed: Mapping[str, Any], written: Mapping[str, Any]) -> None:
         """Our acceptance reached fewer CouchDB replicas than the quorum: do not start the job.
@@ -439,7 +442,7 @@ class Runner:
     async def _outcome(self, ctx: TaskContext, job: Mapping[str, Any], timeout: float, task_id: str) -> tuple[str, Any, dict[str, Any] | None]:
         """Run the job under its timeout; what happened as (outcome, result, error)."""
         try:
-            func = self.registry.get(job.get("name", ""))
+            func = self._job(job.get("name", ""))
             if func is None:
                 raise UnknownJob(f"unknown job {job.get('name')!r} for worker {self.name!r}")
             # asyncio.timeout, not wait_for: the job runs in this task, at once, rather than
@@ -450,15 +453,7 @@ class Runner:
         except TimeoutError as exc:
             return "fail", None, error_info("timeout", exc, f"timeout: the job ran longer than {timeout:g}s")
         except asyncio.CancelledError:
-            if task_id not in self._cancel_asked and not self._interrupting:
-                raise
-            # A cancel we asked for: it is this task's outcome, not the end of this task.
-            current = asyncio.current_task()
-            if current is not None:
-                current.uncancel()
-            if task_id in self._cancel_asked:
-                return "canceled", None, None
-            return "fail", None, error_info("interrupted", message="interrupted by a shutdown")
+            return self._cancelled(task_id)
         except UnknownJob as exc:
             return "fail", None, error_info("unknown_job", exc)
         except IsolatedJobError as exc:
@@ -471,6 +466,22 @@ class Runner:
             return "fail", exc.result, error_info("failed", exc)
         except Exception as exc:
             return "fail", None, error_info("exception", exc)
+
+    def _cancelled(self, task_id: str) -> tuple[str, Any, dict[str, Any] | None]:
+        """The outcome of a job whose task was cancelled: a cancel we asked for, or a
+        shutdown's interruption (anything else is the end of this task: re-raised)."""
+        if task_id not in self._cancel_asked and not self._interrupting:
+            raise asyncio.CancelledError
+        # A cancel we asked for: it is this task's outcome, not the end of this task.
+        current = asyncio.current_task()
+        if current is not None:
+            current.uncancel()
+        if task_id in self._cancel_asked:
+            return "canceled", None, None
+        return "fail", None, error_info("interrupted", message="interrupted by a shutdown")
+
+    def _job(self, name: str) -> JobFunc | None:
+        return self.registry.get(name)
 
     async def _call(self, func: JobFunc, ctx: TaskContext, job: Mapping[str, Any]) -> Any:
         args = list(job.get("arguments") or [])
@@ -562,7 +573,7 @@ class Runner:
             runs = list(doc.get("runs") or [])
             runs.append({"date": doc.get("date"), "started": timing.fmt(started), "finished": doc["finished"], "status": status, "error": error})
             doc["runs"] = runs[-self.settings.scheduler_runs_limit :]
-        if outcome == "fail" and timing.can_retry(doc) and error and error.get("reason") != "unknown_job":
+        if outcome == "fail" and timing.can_retry(doc) and error and error.get("reason") != "unknown_job" and error.get("retryable") is not False:
             delay = timing.retry_delay(doc.get("retry") or {}, int(doc.get("attempts") or 1), rand=self.rand)
             doc["date"] = timing.fmt(now + timedelta(seconds=delay))
             return model.set_status(doc, model.RESCHEDULE, self.by, now, limit=self._limit(), reason=f"retry in {delay:.1f}s")

@@ -16,6 +16,7 @@ from aiohttp import web
 from after.api import middleware
 from after.api.events import EventHub
 from after.config import Settings
+from after.remotes import RemoteWorkers
 from after.scheduler import Scheduler
 from after.service import Tasks
 from after.store import Store
@@ -29,6 +30,7 @@ SCHEDULER: web.AppKey[Scheduler] = web.AppKey("scheduler", Scheduler)
 EVENTS: web.AppKey[EventHub] = web.AppKey("events", EventHub)
 STARTED: web.AppKey[float] = web.AppKey("started", float)
 EXTRA: web.AppKey[dict[str, Any]] = web.AppKey("extra", dict)
+REMOTES: web.AppKey[RemoteWorkers] = web.AppKey("remotes", RemoteWorkers)
 
 UI_DIR = Path(__file__).resolve().parent.parent / "ui"
 
@@ -40,10 +42,11 @@ def create_app(
     supervisor: Supervisor,
     scheduler: Scheduler,
     token: str,
+    remotes: RemoteWorkers | None = None,
     extra: dict[str, Any] | None = None,
 ) -> web.Application:
     """Build the application. The daemon owns the store, supervisor and scheduler lifecycles."""
-    from after.api import metrics, routes
+    from after.api import metrics, routes, workerapi  # noqa: F401  (workerapi: its routes join routes.ROUTES)
 
     chain: list[Any] = [middleware.errors, middleware.auth]
     if settings.server_cors_origins:
@@ -55,6 +58,7 @@ def create_app(
     app[TASKS] = Tasks(store, settings, by="api")
     app[SUPERVISOR] = supervisor
     app[SCHEDULER] = scheduler
+    app[REMOTES] = remotes if remotes is not None else RemoteWorkers(store, settings, on_change=scheduler.worker_available, local=supervisor.knows)
     app[STARTED] = time.time()
     app[EXTRA] = extra or {}
     app[middleware.TOKEN] = token

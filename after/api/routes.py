@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from after import __version__, logfiles, model, schema, timing
-from after.api import EVENTS, EXTRA, SCHEDULER, SETTINGS, STARTED, STORE, SUPERVISOR, TASKS, UI_DIR, events
+from after.api import EVENTS, EXTRA, REMOTES, SCHEDULER, SETTINGS, STARTED, STORE, SUPERVISOR, TASKS, UI_DIR, events
 from after.api.middleware import read_json
 from after.errors import AfterError, InvalidInput, NotFound, StoreUnavailable
 from after.registry import merge_workers
@@ -369,7 +369,8 @@ async def list_workers(request: web.Request) -> web.Response:
         raise InvalidInput("here: expected 0 or 1", field="here")
     sched = request.app[SCHEDULER]
     elsewhere = [] if here in ("1", "true") or sched.registry is None else sched.registry.workers_elsewhere()
-    workers = merge_workers(request.app[SUPERVISOR].list(), elsewhere, me=sched.daemon_id, host=socket.gethostname())
+    ours = [*request.app[SUPERVISOR].list(), *request.app[REMOTES].list()]
+    workers = merge_workers(ours, elsewhere, me=sched.daemon_id, host=socket.gethostname())
     return web.json_response({"workers": workers})
 
 
@@ -388,7 +389,13 @@ async def list_daemons(request: web.Request) -> web.Response:
 
 @route("GET", "/workers/{name}", "One worker", tag="workers", store=False, responses={"200": json_resp(ref("Worker"))})
 async def get_worker(request: web.Request) -> web.Response:
-    return web.json_response(request.app[SUPERVISOR].get(worker_name(request)).info())
+    name = worker_name(request)
+    sup = request.app[SUPERVISOR]
+    sessions = [w for w in request.app[REMOTES].list() if w["name"] == name]
+    if name not in sup.workers and sessions:
+        # Connected remotely only: its first session, and all of them.
+        return web.json_response({**sessions[0], "sessions": sessions})
+    return web.json_response(sup.get(name).info())
 
 
 @route(

@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from after import __version__, model, schema
+from after import __version__, model, schema, wireschema
 from after.api.middleware import is_public
 
 ERROR = {
@@ -77,6 +77,14 @@ WORKER = {
         "daemon": {"type": "string", "description": "the id of the daemon that runs it"},
         "host": {"type": ["string", "null"]},
         "here": {"type": "boolean", "description": "run by the daemon that answers"},
+        "remote": {"type": "boolean", "description": "a remote worker's session (docs/worker-protocol.md), held by `daemon`"},
+        "session": {"type": "string", "description": "remote: its session id"},
+        "address": {"type": "string", "description": "remote: the address it calls from"},
+        "client": {"type": ["string", "null"], "description": "remote: its library, as it said"},
+        "connected": {"type": "string", "description": "remote: when its session began"},
+        "last_heartbeat": {"type": "string", "description": "remote: its last call"},
+        "live": {"type": "boolean", "description": "remote: it called within two heartbeat intervals"},
+        "sessions": {"type": "array", "items": {"type": "object"}, "description": "remote: every session of this name here"},
     },
 }
 DAEMON = {
@@ -103,6 +111,8 @@ SCHEMAS: dict[str, Any] = {
     # TaskInput, WorkerStart and what they use (Job, Retry, Misfire): from after.schema,
     # the models that validate what these routes receive.
     **schema.openapi_schemas(),
+    # The remote worker protocol's bodies (after.wireschema).
+    **wireschema.openapi_schemas(),
     "TaskInputOrList": {
         "oneOf": [
             {"$ref": "#/components/schemas/TaskInput"},
