@@ -13,20 +13,21 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import quote
 
 import aiohttp
 import click
 from yarl import URL
 
-from after import __version__, config
+from after import __version__, config, tls, tokens
 from after.config import Settings
 from after.errors import AfterError
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
+T = TypeVar("T")
 
 
 def fail(message: str) -> NoReturn:
@@ -60,11 +61,15 @@ def _error_line(data: bytes, status: int) -> str:
 
 
 class Api:
-    """A small synchronous client of the daemon's REST port."""
+    """A small synchronous client of the daemon's REST port (HTTPS verified: see :mod:`after.tls`)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.base = settings.base_url
+        try:
+            self.ssl = tls.client_context(settings.client_ca_file or None)
+        except AfterError as exc:
+            fail(exc.message)
 
     def url(self, path: str) -> URL:
         """The daemon's URL for ``path``, already encoded (its segments made by :func:`segment`)."""
@@ -74,10 +79,33 @@ class Api:
         token = self.settings.token()
         return {"Authorization": f"Bearer {token}"} if token else {}
 
+    def session(self, total: float | None) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(ssl=self.ssl if self.ssl is not None else True)
+        return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=total), connector=connector)
+
+    def tls_failure(self, exc: aiohttp.ClientSSLError) -> str:
+        """What to say when HTTPS with the daemon fails: the URL, why, and the setting to fix."""
+        if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+            why = getattr(exc.certificate_error, "verify_message", None) or str(exc.certificate_error)
+            trusted = f"the CA file {self.settings.client_ca_file}" if self.settings.client_ca_file else "the system's CAs"
+            return (
+                f"the certificate of {self.base} does not verify against {trusted} ({why}): "
+                "set client.ca_file (AFTER_CA_FILE) to the CA that signed it"
+            )
+        return f"TLS with {self.base} failed ({exc.os_error.strerror or exc.os_error}); does the daemon serve HTTPS (server.tls_cert)?"
+
+    def run(self, go: Callable[[], Coroutine[Any, Any, T]], unreachable: str) -> T:
+        """Run one exchange with the daemon; a failure to reach it is a one-line error."""
+        try:
+            return asyncio.run(go())
+        except aiohttp.ClientSSLError as exc:
+            fail(self.tls_failure(exc))
+        except aiohttp.ClientConnectionError:
+            fail(unreachable)
+
     def request(self, method: str, path: str, *, body: Any = None, params: dict[str, str] | None = None, raw: bool = False) -> Any:
         async def go() -> Any:
-            timeout = aiohttp.ClientTimeout(total=120)
-            async with aiohttp.ClientSession(timeout=timeout) as session:
+            async with self.session(120) as session:
                 kwargs: dict[str, Any] = {"headers": self._headers(), "params": params or {}}
                 if body is not None:
                     kwargs["json"] = body
@@ -89,14 +117,11 @@ class Api:
                         return data
                     return json.loads(data) if data else None
 
-        try:
-            return asyncio.run(go())
-        except aiohttp.ClientConnectionError:
-            fail(f"no After daemon answers on {self.base} (start one with `after serve` or `after start NAME`)")
+        return self.run(go, f"no After daemon answers on {self.base} (start one with `after serve` or `after start NAME`)")
 
     def stream(self, path: str, params: dict[str, str], out: Callable[[bytes], None]) -> None:
         async def go() -> None:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as session:
+            async with self.session(None) as session:
                 async with session.get(self.url(path), params=params, headers=self._headers()) as resp:
                     if resp.status >= 400:
                         fail(_error_line(await resp.read(), resp.status))
@@ -104,22 +129,25 @@ class Api:
                         out(chunk)
 
         try:
-            asyncio.run(go())
-        except aiohttp.ClientConnectionError:
-            fail(f"no After daemon answers on {self.base}")
+            self.run(go, f"no After daemon answers on {self.base}")
         except KeyboardInterrupt:
             pass
 
     def alive(self) -> bool:
+        """Whether a daemon answers; a daemon whose certificate does not verify is an error,
+        not "no daemon" (starting another one on its port would only fail less clearly)."""
+
         async def go() -> bool:
             try:
-                async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+                async with self.session(2) as session:
                     async with session.get(self.base + "/") as resp:
                         return resp.status == 200
+            except aiohttp.ClientSSLError:
+                raise
             except (aiohttp.ClientError, TimeoutError):
                 return False
 
-        return asyncio.run(go())
+        return self.run(go, f"no After daemon answers on {self.base}")
 
 
 def load_settings(ctx: click.Context) -> Settings:
@@ -288,13 +316,66 @@ def clean(ctx: click.Context, name: str) -> None:
 
 
 @main.command()
+@click.option("--worker", metavar="NAME", default=None, help="Issue a token for worker NAME's remote protocol calls only (for its host).")
+@click.option("--read-only", "read_only", is_flag=True, help="Issue a read-only token (dashboards: GET of everything but /tokens).")
+@click.option("--label", default=None, help="What the new token is for (shown by --list).")
+@click.option("--list", "list_tokens", is_flag=True, help="List the tokens issued on this database (never their secrets).")
+@click.option("--revoke", metavar="ID", default=None, help="Revoke a token (its id, as --list shows, or the token itself).")
+@click.option("--json", "as_json", is_flag=True, help="JSON output (with --worker, --read-only, --list, --revoke).")
 @click.pass_context
-def token(ctx: click.Context) -> None:
-    """Print the API token (the daemon makes one on its first start)."""
-    value = load_settings(ctx).token()
+def token(ctx: click.Context, worker: str | None, read_only: bool, label: str | None, list_tokens: bool, revoke: str | None, as_json: bool) -> None:
+    """Print the admin API token; or issue, list and revoke scoped tokens.
+
+    Without options: the admin token (the daemon makes one on its first start). The
+    others go through the REST port with the admin token: --worker NAME and --read-only
+    print a new token once (keep it: only its hash is stored), --list shows every token,
+    --revoke ID refuses one from then on.
+    """
+    given = {"--worker": worker is not None, "--read-only": read_only, "--list": list_tokens, "--revoke": revoke is not None}
+    actions = [flag for flag, on in given.items() if on]
+    if len(actions) > 1:
+        raise click.UsageError(f"{' and '.join(actions)} cannot be combined: one action at a time")
+    if label is not None and actions not in (["--worker"], ["--read-only"]):
+        raise click.UsageError("--label goes with --worker NAME or --read-only (it names a new token)")
+    settings = load_settings(ctx)
+    value = settings.token()
+    if not actions:
+        if not value:
+            fail("no token yet: start the daemon once (`make run` or `after serve`), or set server.api_token")
+        click.echo(value)
+        return
     if not value:
-        fail("no token yet: start the daemon once (`make run` or `after serve`), or set server.api_token")
-    click.echo(value)
+        fail("scoped tokens are issued with the admin token, and there is none here: run this on the daemon's host, or set server.api_token")
+    api = Api(settings)
+    if list_tokens:
+        listed = api.request("GET", "/tokens")["tokens"]
+        if as_json:
+            out_json(listed)
+            return
+        click.echo(f"{'ID':<17} {'SCOPE':<7} {'WORKER':<16} {'CREATED':<25} {'REVOKED':<25} LABEL")
+        for t in listed:
+            created, revoked = t.get("created") or "-", t.get("revoked") or "-"
+            click.echo(f"{t['id']:<17} {t['scope']:<7} {t.get('worker') or '-':<16} {created:<25} {revoked:<25} {t.get('label') or ''}")
+        return
+    if revoke is not None:
+        parsed = tokens.parse(revoke)
+        token_id = parsed[0] if parsed else revoke.removeprefix(tokens.DOC_PREFIX)
+        done = api.request("DELETE", f"/tokens/{segment(token_id)}")
+        if as_json:
+            out_json(done)
+        else:
+            click.echo(f"token {done['id']} revoked at {done['revoked']}")
+        return
+    body: dict[str, Any] = {"scope": "worker", "worker": worker} if worker is not None else {"scope": "read"}
+    if label is not None:
+        body["label"] = label
+    made = api.request("POST", "/tokens", body=body)
+    if as_json:
+        out_json(made)
+        return
+    click.echo(made["token"])
+    what = f"worker {made['worker']}'s protocol calls" if made["scope"] == "worker" else "reads"
+    click.echo(f"(token {made['id']}, for {what}; shown this once: keep it. Revoke it with `after token --revoke {made['id']}`)", err=True)
 
 
 def couchdb_account(settings: Settings) -> dict[str, Any]:

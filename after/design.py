@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from after import intents, model
+from after import intents, model, tokens
 
 #: The design document's name (``_design/after``).
 DESIGN = "after"
@@ -87,7 +87,8 @@ function (doc) {
 """
 
 # Runs inside CouchDB on every write, whoever writes. Users with the after_worker role
-# (the daemons and workers) and server admins write anything; everyone else is held to
+# (the daemons and workers) and server admins write anything; nobody else writes token
+# documents (after.tokens: a client could otherwise make itself a token); everyone else is held to
 # the client's intents: after.intents.refusal in JavaScript, over the same tables (so
 # REST and CouchDB refuse the same writes with the same message).
 _VALIDATE = """
@@ -99,6 +100,10 @@ function (newDoc, oldDoc, userCtx, secObj) {
     var named = typeof d._id === 'string';
     if (named && d._id.indexOf('_design/') === 0) return false;
     return d.type === 'task' || (named && d._id.indexOf('task:') === 0);
+  }
+  function isToken(d) {
+    if (!d) return false;
+    return d.type === '%(token_type)s' || (typeof d._id === 'string' && d._id.indexOf('%(token_prefix)s') === 0);
   }
   function stateOf(d) {
     if (!d || d._deleted) return '%(new)s';
@@ -118,12 +123,17 @@ function (newDoc, oldDoc, userCtx, secObj) {
     }
     return true;
   }
+  var roles = userCtx.roles || [];
+  var trusted = roles.indexOf('%(role)s') !== -1 || roles.indexOf('_admin') !== -1;
+  if (isToken(newDoc) || isToken(oldDoc)) {
+    if (trusted) return;
+    throw({forbidden: 'token documents are written by After only (its daemons: POST /tokens, `after token`)'});
+  }
   if (!isTask(oldDoc) && !isTask(newDoc)) return;
   if (newDoc.type === 'task' && !newDoc._deleted && typeof newDoc.status !== 'string') {
     throw({forbidden: 'a task needs a status'});
   }
-  var roles = userCtx.roles || [];
-  if (roles.indexOf('%(role)s') !== -1 || roles.indexOf('_admin') !== -1) return;
+  if (trusted) return;
   var state = stateOf(oldDoc);
   var target = newDoc._deleted ? '%(delete)s' : statuses.indexOf(newDoc.status) !== -1 ? newDoc.status : null;
   if (may[state].indexOf(target) === -1) throw({forbidden: messages[state]});
@@ -148,6 +158,8 @@ function (newDoc, oldDoc, userCtx, secObj) {
     "other": intents.OTHER,
     "delete": intents.DELETE,
     "role": model.WORKER_ROLE,
+    "token_type": tokens.TYPE,
+    "token_prefix": tokens.DOC_PREFIX,
     "statuses": json.dumps(list(model.STATUSES)),
 }
 

@@ -413,6 +413,8 @@ WRITE_EXAMPLES: list[tuple[str, str, str, Any, int]] = [
     ("post", "/workers/{name}", "/workers/sec", {"concurrency": 1}, 201),
     ("delete", "/workers/{name}/log", "/workers/sec/log", None, 200),
     ("delete", "/workers/{name}", "/workers/sec", None, 200),
+    ("post", "/tokens", "/tokens", {"scope": "read", "label": "sec"}, 201),
+    ("delete", "/tokens/{id}", "/tokens/0123456789abcdef", None, 404),  # no such token: past the credentials check
 ]
 
 

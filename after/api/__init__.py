@@ -7,12 +7,14 @@ daemon and a test alike.
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from after import tokens
 from after.api import middleware
 from after.api.events import EventHub
 from after.config import Settings
@@ -46,7 +48,7 @@ def create_app(
     extra: dict[str, Any] | None = None,
 ) -> web.Application:
     """Build the application. The daemon owns the store, supervisor and scheduler lifecycles."""
-    from after.api import metrics, routes, workerapi  # noqa: F401  (workerapi: its routes join routes.ROUTES)
+    from after.api import metrics, routes, tokenapi, workerapi  # noqa: F401  (their routes join routes.ROUTES)
 
     chain: list[Any] = [middleware.errors, middleware.auth]
     if settings.server_cors_origins:
@@ -64,6 +66,10 @@ def create_app(
     app[middleware.TOKEN] = token
     app[middleware.PROTECT_READS] = settings.server_protect_reads
     app[middleware.MAX_BODY] = settings.server_max_body_bytes
+    app[middleware.ROUTE_RULES] = {}
+    cache = tokens.TokenCache(functools.partial(tokenapi.load, store))
+    app[middleware.TOKENS] = cache
+    scheduler.listeners.append(cache.observe)
     hub = EventHub(store)
     app[EVENTS] = hub
     scheduler.listeners.append(hub.publish)

@@ -6,9 +6,11 @@ unknown route, wrong method, body too large) to the one JSON error shape
 generic message, logged with its traceback on the server, never sent to the client.
 
 ``auth`` requires ``Authorization: Bearer <token>`` on every write (and on reads when
-``server.protect_reads`` is set), compared in constant time. Neither the token nor the
-header is ever logged: the daemon runs without an access log, and no message here
-repeats what the client sent as credentials.
+``server.protect_reads`` is set), and holds a scoped token (:mod:`after.tokens`: a
+worker's, or a read-only one) to its scope: 401 for missing, wrong or revoked
+credentials, 403 for a call beyond the token's scope. Neither a token nor the header is
+ever logged: the daemon runs without an access log, and no message here repeats what
+the client sent as credentials.
 
 ``cors`` answers preflight requests and is installed only when ``server.cors_origins``
 lists origins: by default a browser page from another origin cannot read the API.
@@ -24,7 +26,8 @@ from typing import Any
 
 from aiohttp import web
 
-from after.errors import AfterError, InvalidInput, TooLarge, Unauthorized, UnsupportedMedia
+from after import tokens
+from after.errors import AfterError, Forbidden, InvalidInput, TooLarge, Unauthorized, UnsupportedMedia
 
 log = logging.getLogger("after.api")
 
@@ -90,34 +93,63 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 TOKEN: web.AppKey[str] = web.AppKey("token", str)
 PROTECT_READS: web.AppKey[bool] = web.AppKey("protect_reads", bool)
 MAX_BODY: web.AppKey[int] = web.AppKey("max_body", int)
+#: The scoped tokens' documents this daemon looked up (see :mod:`after.tokens`).
+TOKENS: web.AppKey[tokens.TokenCache] = web.AppKey("tokens", tokens.TokenCache)
+#: Each route of the router -> its RouteSpec (what :func:`after.tokens.decide` reads of it).
+ROUTE_RULES: web.AppKey[dict[Any, tokens.RouteRule]] = web.AppKey("route_rules", dict)
+#: Where handlers find who is calling (an :class:`after.tokens.Principal`).
+PRINCIPAL = "principal"
 
 
-def check_token(request: web.Request) -> None:
-    """Raise 401 unless the request carries the bearer token.
+async def identify(request: web.Request) -> tokens.Principal | None:
+    """Who the request's bearer token is; None without an ``Authorization`` header.
 
-    ``hmac.compare_digest`` takes the same time wherever the first differing byte is,
-    so the token cannot be guessed byte by byte from response times.
+    The admin token is compared with ``hmac.compare_digest``, which takes the same time
+    wherever the first differing byte is, so it cannot be guessed byte by byte from
+    response times; a scoped token's secret is checked the same way against its hash.
+    An unknown, malformed or revoked token is a 401.
     """
-    expected = request.app[TOKEN]
-    header = request.headers.get("Authorization", "")
+    header = request.headers.get("Authorization")
+    if header is None:
+        return None
     scheme, _, given = header.partition(" ")
-    if not header:
-        raise Unauthorized("missing credentials: send Authorization: Bearer <token> (see `after token`)")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected.encode()):
+    given = given.strip()
+    if not header.strip():
+        raise Unauthorized(tokens.MISSING)
+    if scheme.lower() != "bearer":
+        raise Unauthorized("wrong credentials: expected Authorization: Bearer <token>")
+    if hmac.compare_digest(given.encode(), request.app[TOKEN].encode()):
+        return tokens.ADMIN
+    parsed = tokens.parse(given)
+    if parsed is None:
+        if given.startswith(tokens.PREFIX):
+            raise Unauthorized("malformed token: expected aft_<id>_<secret> as `after token --worker NAME` printed it")
         raise Unauthorized("wrong credentials: the bearer token does not match")
+    token_id, secret = parsed
+    found = tokens.check(await request.app[TOKENS].get(token_id), token_id, secret)
+    if isinstance(found, tokens.Verdict):
+        raise Unauthorized(found.message)
+    return found
 
 
 @web.middleware
 async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.method in ("GET", "HEAD", "OPTIONS"):
-        if request.app[PROTECT_READS] and request.method != "OPTIONS" and not is_public(request.path):
-            check_token(request)
-        elif "Authorization" in request.headers and request.method != "OPTIONS":
-            # Open reads still refuse a wrong token: a client (the UI's sign-in, a script)
-            # learns at once that its token is wrong, not at its first write.
-            check_token(request)
-    else:
-        check_token(request)
+    """Hold every request to its token's scope (:func:`after.tokens.decide`).
+
+    Open reads still refuse a wrong token: a client (the UI's sign-in, a script) learns
+    at once that its token is wrong, not at its first write.
+    """
+    if request.method == "OPTIONS":
+        return await handler(request)
+    principal = await identify(request)
+    rule = request.app[ROUTE_RULES].get(request.match_info.route)
+    name = request.match_info.get("name")
+    verdict = tokens.decide(
+        principal, rule, request.method, request.path, name, protect_reads=request.app[PROTECT_READS], public=is_public(request.path)
+    )
+    if verdict is not None:
+        raise (Unauthorized if verdict.status == 401 else Forbidden)(verdict.message)
+    request[PRINCIPAL] = principal or tokens.ANONYMOUS
     return await handler(request)
 
 

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from after import __version__, logfiles, model, schema, timing
 from after.api import EVENTS, EXTRA, REMOTES, SCHEDULER, SETTINGS, STARTED, STORE, SUPERVISOR, TASKS, UI_DIR, events
-from after.api.middleware import read_json
+from after.api.middleware import ROUTE_RULES, read_json
 from after.errors import AfterError, InvalidInput, NotFound, StoreUnavailable
 from after.registry import merge_workers
 from after.schema import valid_name
@@ -49,6 +49,9 @@ class RouteSpec:
     #: A call of the remote worker protocol (after.api.workerapi): the only routes a worker
     #: token may call, and only for the worker its token names (the path's ``{name}``).
     worker: bool = False
+    #: Only the admin token may call it, reads too (``/tokens``): not a read token, and not
+    #: anonymous readers when reads are open.
+    admin: bool = False
 
 
 ROUTES: list[RouteSpec] = []
@@ -75,6 +78,7 @@ def route(
     store: bool = True,
     body_required: bool = True,
     worker: bool = False,
+    admin: bool = False,
 ) -> Callable[[Handler], Handler]:
     """Register a handler and its OpenAPI description in one place: the router and the spec
     are built from the same :data:`ROUTES`, so they cannot name different routes."""
@@ -97,6 +101,7 @@ def route(
                 path_params=path_params,
                 body_required=body_required,
                 worker=worker,
+                admin=admin,
             )
         )
         return handler
@@ -631,9 +636,15 @@ def install(app: web.Application) -> None:
     streams: set[asyncio.Task[Any]] = set()
     app[STREAMS] = streams
     app.on_shutdown.append(_end_streams)
+    rules = app[ROUTE_RULES]
     for r in ROUTES:
-        app.router.add_route(r.method, r.path, checked(r))
+        rules[app.router.add_route(r.method, r.path, checked(r))] = r
     if UI_DIR.exists():
         app.router.add_get("/ui", ui_redirect)
         app.router.add_get("/ui/", ui_index)
         app.router.add_static("/ui/", UI_DIR)
+
+
+# The other route modules register into ROUTES when imported: imported here, so whoever
+# reads ROUTES (the router, the spec, a test) sees every route, whatever it imported first.
+from after.api import tokenapi, workerapi  # noqa: E402,F401

@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from after import __version__, model, schema, wireschema
+from after import __version__, model, schema, tokens, wireschema
 from after.api.middleware import is_public
 
 ERROR = {
@@ -113,6 +113,8 @@ SCHEMAS: dict[str, Any] = {
     **schema.openapi_schemas(),
     # The remote worker protocol's bodies (after.wireschema).
     **wireschema.openapi_schemas(),
+    # /tokens (after.tokens).
+    **tokens.openapi_schemas(),
     "TaskInputOrList": {
         "oneOf": [
             {"$ref": "#/components/schemas/TaskInput"},
@@ -210,14 +212,25 @@ def build(routes: Iterable[Any]) -> dict[str, Any]:
             op["requestBody"] = {"required": r.body_required, "content": {"application/json": {"schema": r.body}}}
         if params or r.body is not None:
             responses.setdefault("400", _error("Invalid input: a malformed body, parameter or field (named in `field`)"))
-        if r.write:
+        # The same rules the auth middleware applies (after.tokens.decide).
+        if r.write or r.admin:
             op["security"] = [{"bearer": []}]
-            responses.setdefault("401", _error("Missing or wrong bearer token"))
-        elif not is_public(r.path):  # the same rule the auth middleware applies
+            responses.setdefault("401", _error("Missing, wrong or revoked bearer token"))
+        elif not is_public(r.path):
             op["security"] = [{}, {"bearer": []}]
-            responses.setdefault("401", _error("Missing or wrong bearer token (reads, when server.protect_reads is set)"))
+            responses.setdefault("401", _error("Missing (when server.protect_reads is set), wrong or revoked bearer token"))
+        if not is_public(r.path):
+            if r.admin:
+                scope = "Needs the admin token"
+            elif r.worker:
+                scope = "A worker token of another worker, or a read-only token"
+            elif r.write:
+                scope = "A worker or read-only token (writes need the admin token)"
+            else:
+                scope = "A worker token (it may call only its worker's protocol routes)"
+            responses.setdefault("403", _error(scope))
         if path_names:
-            responses.setdefault("404", _error("No such task or worker"))
+            responses.setdefault("404", _error("No such task, worker or token"))
         if r.body is not None:
             responses.setdefault("413", _error("Body larger than server.max_body_bytes"))
             responses.setdefault("415", _error("Body is not JSON (Content-Type: application/json)"))
@@ -233,7 +246,8 @@ def build(routes: Iterable[Any]) -> dict[str, Any]:
             "description": (
                 "A RESTful task scheduler with named workers over CouchDB. JSON in and out; every error is "
                 '`{"error": code, "message": text, "field": name}`. Writes need `Authorization: Bearer <token>` '
-                "(`after token` prints it); reads too when `server.protect_reads` is set."
+                "(`after token` prints it); reads too when `server.protect_reads` is set. Scoped tokens (`/tokens`): a worker "
+                "token may call only its worker's protocol routes, a read-only token only reads."
             ),
             "license": {"name": "MIT", "identifier": "MIT"},
         },
