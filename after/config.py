@@ -31,6 +31,9 @@ SHORT_ENV = {
     "AFTER_STATE_DIR": "state_dir",
     "AFTER_API_TOKEN": "server_api_token",
     "AFTER_DATABASE": "couchdb_database",
+    "AFTER_TLS_CERT": "server_tls_cert",
+    "AFTER_TLS_KEY": "server_tls_key",
+    "AFTER_CA_FILE": "client_ca_file",
 }
 
 
@@ -43,6 +46,12 @@ class Settings:
     server_protect_reads: bool = False
     server_max_body_bytes: int = 1024 * 1024
     server_cors_origins: list[str] = dataclasses.field(default_factory=list)
+    # HTTPS: the certificate chain and private key files (PEM); both or neither.
+    server_tls_cert: str = ""
+    server_tls_key: str = ""
+    # [client] (the CLI's calls of the REST port): a CA file (PEM) to verify the daemon's
+    # certificate with, for a private CA; empty = the system's CAs.
+    client_ca_file: str = ""
     # [couchdb]
     couchdb_url: str = ""
     couchdb_user: str = ""
@@ -95,11 +104,16 @@ class Settings:
         return not self.couchdb_url
 
     @property
+    def tls(self) -> bool:
+        """The daemon serves HTTPS (``server.tls_cert`` and ``server.tls_key`` are set)."""
+        return bool(self.server_tls_cert)
+
+    @property
     def base_url(self) -> str:
         host = "127.0.0.1" if self.server_host in ("0.0.0.0", "") else self.server_host
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"
-        return f"http://{host}:{self.server_port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.server_port}"
 
     @property
     def token_file(self) -> Path:
@@ -279,6 +293,9 @@ def validate(s: Settings) -> None:
         raise ConfigError(f"workers.max_tasks_per_process must be >= 0 (0: no limit), got {s.workers_max_tasks_per_process}")
     if s.workers_max_memory_mb < 0:
         raise ConfigError(f"workers.max_memory_mb must be >= 0 (0: no ceiling), got {s.workers_max_memory_mb:g}")
+    if bool(s.server_tls_cert) != bool(s.server_tls_key):
+        given, missing = ("server.tls_cert", "server.tls_key") if s.server_tls_cert else ("server.tls_key", "server.tls_cert")
+        raise ConfigError(f"{given} is set but {missing} is not: HTTPS needs both (AFTER_TLS_CERT and AFTER_TLS_KEY), or neither")
     if s.couchdb_url and "://" not in s.couchdb_url:
         raise ConfigError(f"couchdb.url must be an http(s) URL, got {redact_url(s.couchdb_url)!r}")
     if not s.couchdb_database or not s.couchdb_database[0].islower():

@@ -31,7 +31,7 @@ from typing import Any, TextIO, TypeVar
 
 from aiohttp import web
 
-from after import catchup, model, provision, timing
+from after import catchup, model, provision, timing, tls
 from after import registry as registry_mod
 from after.api import create_app
 from after.config import Settings, redact_url
@@ -132,6 +132,8 @@ class Daemon:
     async def run(self, *, ready: asyncio.Event | None = None) -> None:
         s = self.settings
         check_bind(s)
+        # Before anything starts: a certificate that cannot serve stops the daemon here.
+        ssl_context = tls.server_context(s.server_tls_cert, s.server_tls_key) if s.tls else None
         self.lock.acquire()
         runner: web.AppRunner | None = None
         scheduler: Scheduler | None = None
@@ -190,7 +192,7 @@ class Daemon:
             await supervisor.restore()
             runner = web.AppRunner(app, access_log=None, handle_signals=False)
             await runner.setup()
-            site = web.TCPSite(runner, s.server_host, s.server_port, reuse_address=True)
+            site = web.TCPSite(runner, s.server_host, s.server_port, ssl_context=ssl_context, reuse_address=True)
             try:
                 await site.start()
             except OSError as exc:
