@@ -3,7 +3,8 @@
 Every setting has one name used everywhere: ``section.key`` in the TOML file, and the
 attribute ``section_key`` on :class:`Settings` (``server.port`` -> ``server_port``). The
 environment variables PRODUCT.md names (``AFTER_COUCHDB_URL``, ``AFTER_PORT``,
-``AFTER_STATE_DIR``, ``AFTER_API_TOKEN``) are kept short; every other setting can be set
+``AFTER_STATE_DIR``, ``AFTER_API_TOKEN``) are kept short, as are those of HTTPS
+(``AFTER_TLS_CERT``, ``AFTER_TLS_KEY``, ``AFTER_CA_FILE``); every other setting can be set
 as ``AFTER_<SECTION>_<KEY>``. A wrong type or an unknown key is a ConfigError naming it:
 a typo in a config file must not silently fall back to a default.
 """

@@ -2,8 +2,8 @@
 
 Start-up: take the state directory's lock (one daemon per state directory); start the
 embedded CouchDB when no URL is configured; create the database, its security and design
-documents; make the API token on first start; serve HTTP; load the scheduler's window;
-bring back the workers that were running.
+documents; make the API token on first start; serve HTTP (HTTPS with server.tls_cert);
+load the scheduler's window; bring back the workers that were running.
 
 Shutdown (SIGTERM, SIGINT, ``systemctl stop``): stop claiming; stop workers gracefully
 (running jobs get ``workers.shutdown_timeout`` seconds, then are interrupted and follow
