@@ -4,12 +4,14 @@ cancel through heartbeats, discard, failure policies, timeouts."""
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import Daemon, http, iso_in, tid, wait_until
+from conftest import Couch, Daemon, http, iso_in, tid, wait_until
 
 from after.api import workerapi
 from after.api.routes import ROUTES
@@ -299,6 +301,7 @@ def test_remote_workers_are_listed_with_host_and_heartbeat(start_daemon: Callabl
     assert mine["remote"] and mine["host"] == "web-9" and mine["address"] == "127.0.0.1" and mine["live"]
     assert mine["running_tasks"] == 1 and mine["here"] and mine["session"] == remote.session and mine["last_heartbeat"]
     assert first.api("GET", "/workers/mailer")[1]["sessions"][0]["session"] == remote.session
+    assert 'after_remote_worker_sessions{worker="mailer"} 1.0' in first.api("GET", "/metrics")[1]
 
     # Seen from the other daemon (through the heartbeat documents) with its own host.
     def elsewhere() -> list[dict[str, Any]]:
@@ -309,3 +312,32 @@ def test_remote_workers_are_listed_with_host_and_heartbeat(start_daemon: Callabl
     assert seen["host"] == "web-9" and seen["remote"] and not seen["here"]
     remote.finish(offer, status="done")
     assert first.task(task_id)["status"] == "done"
+
+
+def test_a_daemon_stopping_lets_remote_jobs_finish(daemon: Daemon, couch: Couch, dbname: str) -> None:
+    remote = Remote(daemon, "mailer")
+    running = task(daemon, "mailer")
+    (offer,) = remote.poll()
+    remote.accept(offer)
+    waiting = task(daemon, "mailer", seconds=1)
+    (undecided,) = remote.poll()
+    assert undecided["id"] == waiting
+    daemon.proc.send_signal(signal.SIGTERM)
+
+    def told() -> bool:
+        status, body = remote.call("poll", {"session": remote.session, "wait": 1})
+        return status == 200 and body["stopping"] and body["tasks"] == []
+
+    wait_until(told, 30, "polls answer stopping")
+    # The running one may still finish; the one never accepted went back to waiting.
+    status, answer = remote.finish(offer, status="done", result=1)
+    assert status == 200 and answer["status"] == "done"
+    assert daemon.proc.wait(timeout=60) == 0
+
+    async def read() -> dict[str, dict[str, Any]]:
+        async with couch.store(dbname) as store:
+            return await store.get_many([running, waiting])
+
+    docs = asyncio.run(read())
+    assert docs[running]["status"] == "done"
+    assert docs[waiting]["status"] == "waiting" and docs[waiting]["attempts"] == 0
