@@ -53,6 +53,16 @@ class RemoteRunner(Runner):
 
     # -- what differs from a local worker -------------------------------------------------------
 
+    async def _execute(self, claimed: dict[str, Any]) -> None:
+        try:
+            await super()._execute(claimed)
+        finally:
+            # Whatever ended this claim, no call may wait on its offer any longer.
+            offer = self.session.offers.get(str(claimed.get("_id")))
+            if offer is not None and offer.lease == (claimed.get("lease") or {}).get("id"):
+                del self.session.offers[offer.task_id]
+                offer.lose("the claim ended")
+
     def _lease_owner(self) -> dict[str, Any]:
         owner: dict[str, Any] = {"worker": self.name, "host": self.session.host, "session": self.session.id}
         if self.session.pid is not None:
@@ -148,6 +158,7 @@ class RemoteRunner(Runner):
             del self.session.offers[task_id]
             if not offer.ended.done():
                 offer.ended.set_result(str(status))
+            offer.lose(f"ended {status}")  # wakes an accept still waiting on it
             timer = self._cancel_timers.pop(task_id, None)
             if timer is not None:
                 timer.cancel()

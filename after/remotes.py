@@ -224,6 +224,9 @@ class RemoteWorkers:
                 status = await asyncio.shield(offer.ended)
         except (TimeoutError, asyncio.CancelledError):
             return 202, {"id": task_id, "status": "finishing"}
+        self.ended[(task_id, offer.lease)] = status
+        while len(self.ended) > ENDED_KEPT:
+            self.ended.popitem(last=False)
         return 200, {"id": task_id, "status": status}
 
     async def disconnect(self, session: Session) -> dict[str, Any]:
@@ -303,10 +306,6 @@ class RemoteWorkers:
             for sobs in self.start_observers:
                 sobs(session.worker, str(msg.get("job") or ""), float(msg.get("lag") or 0.0))
         elif op == "finished":
-            if msg.get("lease"):
-                self.ended[(str(msg.get("id")), str(msg["lease"]))] = str(msg.get("status"))
-                while len(self.ended) > ENDED_KEPT:
-                    self.ended.popitem(last=False)
             for obs in self.finish_observers:
                 obs(session.worker, str(msg.get("job") or ""), msg.get("status"))
             self.on_change(session.worker)

@@ -181,8 +181,10 @@ class Runner:
         t = self.running.get(task_id)
         if t is None:
             return False
-        if task_id in self._finishing:
-            return True  # the job is over; its outcome is being written
+        if task_id in self._finishing or task_id in self._cancel_asked:
+            # The job is over and its outcome is being written, or the cancel was asked
+            # already: cancelling again would interrupt the write acknowledging it.
+            return True
         self._cancel_asked.add(task_id)
         t.cancel()
         return True

@@ -30,7 +30,7 @@ _STORE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 
 
 def install(app: web.Application) -> None:
     """Create the registry and hook the observers; the render function runs at each scrape."""
-    from after.api import SCHEDULER, STORE, SUPERVISOR
+    from after.api import REMOTES, SCHEDULER, STORE, SUPERVISOR
 
     reg = CollectorRegistry()
     app[REGISTRY] = reg
@@ -78,8 +78,11 @@ def install(app: web.Application) -> None:
     sched.lag_observers.append(on_dispatch)
     sched.tick_observers.append(tick.observe)
     app[STORE].observers.append(lambda verb, seconds: store_latency.labels(verb).observe(seconds))
-    app[SUPERVISOR].start_observers.append(on_start)
-    app[SUPERVISOR].finish_observers.append(lambda worker, job, status: finished.labels(worker, job, status or "unknown").inc())
+    for observed in (app[SUPERVISOR], app[REMOTES]):  # local workers and remote ones alike
+        observed.start_observers.append(on_start)
+        observed.finish_observers.append(lambda worker, job, status: finished.labels(worker, job, status or "unknown").inc())
+    remote_sessions = Gauge("after_remote_worker_sessions", "Remote workers' sessions this daemon holds, by worker name", ["worker"], registry=reg)
+    remote_shown: set[str] = set()
     seen: dict[str, int] = {}
 
     async def render() -> bytes:
@@ -113,6 +116,12 @@ def install(app: web.Application) -> None:
             restarts.labels(info["name"]).set(info["restarts"])
             running.labels(info["name"]).set(1 if info["running"] else 0)
             job_processes.labels(info["name"]).set(info.get("job_processes", 0))
+        sessions: dict[str, int] = {}
+        for info in app[REMOTES].list():
+            sessions[info["name"]] = sessions.get(info["name"], 0) + 1
+        for name in remote_shown | set(sessions):
+            remote_sessions.labels(name).set(sessions.get(name, 0))
+        remote_shown.update(sessions)
         return generate_latest(reg)
 
     app[RENDER] = render
