@@ -71,7 +71,7 @@ class ErrorReport(_Wire):
     retryable: bool = True
     reason: Annotated[str | None, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")] = None
     type: Annotated[str | None, Field(max_length=200)] = None
-    traceback: Annotated[str | None, Field(max_length=100_000)] = None
+    traceback: Annotated[str | None, Field(max_length=100_000, title="Stack", description="the job's stack trace, as text")] = None
 
 
 class Finish(_Wire):
