@@ -174,7 +174,7 @@ class Daemon:
                 keys = ("name", "state", "running", "pid", "concurrency", "running_tasks", "tasks_run", "restarts")
                 workers = [{**{k: w[k] for k in keys if k in w}, "backlog": scheduler.backlog(w["name"])} for w in sup.list()]
                 # Remote workers' sessions held here: other daemons list them, and leave their tasks to us.
-                remote_keys = (*keys, "remote", "host", "address", "session", "last_heartbeat")
+                remote_keys = (*keys, "remote", "host", "address", "session", "client", "connected", "last_heartbeat", "live")
                 workers += [{**{k: w[k] for k in remote_keys if k in w}, "backlog": scheduler.backlog(w["name"])} for w in remotes.list()]
                 tick = timing.fmt(timing.from_ts(scheduler.last_tick)) if scheduler.last_tick else None
                 return {"url": s.base_url, "workers": workers, "quorum": "lost" if scheduler.quorum_lost_since else "ok", "tick": tick}

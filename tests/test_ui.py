@@ -9,10 +9,11 @@ to ``test-output/ui/`` (the README's come from there: see tests/ui/NOTES.md).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,9 +57,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.fixture
-def browser(daemon: Daemon) -> Iterator[Browser]:
-    """Chromium, started after the daemon and closed before it stops.
+@contextlib.contextmanager
+def chromium() -> Iterator[Browser]:
+    """Chromium, for as long as the block runs: start it after the daemon, close it before.
 
     Per test, not per module: while Playwright's synchronous API is active it keeps an
     event loop marked running in this thread, and the database fixtures' ``asyncio.run``
@@ -69,6 +70,13 @@ def browser(daemon: Daemon) -> Iterator[Browser]:
         b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
         yield b
         b.close()
+
+
+@pytest.fixture
+def browser(daemon: Daemon) -> Iterator[Browser]:
+    """Chromium on the default daemon (see :func:`chromium`)."""
+    with chromium() as b:
+        yield b
 
 
 class UI:
@@ -330,7 +338,14 @@ def test_workers_view_log_tail_and_stop_from_the_ui(ui: UI, daemon: Daemon) -> N
     task = daemon.create({"worker": "mailer", "date": time.time(), "job": {"name": "chatter", "kwargs": {"lines": 5, "width": 20}}})["id"]
     expect(log).to_contain_text(f"chatter {task} line 000004", timeout=10_000)
     expect(mailer.locator("[data-col=tasks_run]")).to_have_text("1", timeout=10_000)
+    # A remote worker running a task, for the picture: listed apart, with no buttons.
+    sender, lease, task = remote_with_a_task(daemon, "sender", host="web-3", concurrency=8)
+    remote = page.locator('tr[data-testid=remote-worker-row][data-worker="sender"]')
+    expect(remote.locator("[data-col=concurrency]")).to_have_text("1 / 8", timeout=10_000)
     ui.shot("workers")
+    finished = daemon.api("POST", f"/workers/sender/tasks/{tid(task)}/finish", {"lease": lease, "status": "done"})
+    assert finished[0] == 200 and daemon.api("POST", "/workers/sender/disconnect", {"session": sender})[0] == 200
+    expect(remote).to_have_count(0)
 
     # Stop from the UI.
     mailer.locator("[data-testid=worker-stop]").click()
@@ -352,6 +367,60 @@ def test_workers_view_log_tail_and_stop_from_the_ui(ui: UI, daemon: Daemon) -> N
     page.keyboard.press("Enter")
     expect(page.locator('tr[data-testid=worker-row][data-worker="billing"]')).to_have_attribute("data-running", "true", timeout=20_000)
     assert daemon.api("GET", "/workers/billing")[1]["concurrency"] == 4
+
+
+def connect_remote(daemon: Daemon, name: str, **body: Any) -> str:
+    """Connect a remote worker with the protocol (the admin token may make worker calls); its session."""
+    status, reply = daemon.api("POST", f"/workers/{name}/connect", body)
+    assert status == 201, reply
+    return str(reply["session"])
+
+
+def remote_with_a_task(daemon: Daemon, name: str, **body: Any) -> tuple[str, str, str]:
+    """A remote worker that has accepted one task due now: (session, lease, task id)."""
+    session = connect_remote(daemon, name, **body)
+    task = daemon.create({"worker": name, "date": time.time(), "job": {"name": "send_report", "arguments": [2]}})["id"]
+    status, polled = daemon.api("POST", f"/workers/{name}/poll", {"session": session, "wait": 15})
+    assert status == 200 and [t["id"] for t in polled["tasks"]] == [task], polled
+    lease = polled["tasks"][0]["lease"]
+    assert daemon.api("POST", f"/workers/{name}/tasks/{tid(task)}/accept", {"lease": lease})[0] == 200
+    return session, lease, task
+
+
+def test_remote_workers_listed_apart_live_then_silent_never_started_or_stopped(start_daemon: Callable[..., Daemon]) -> None:
+    # A short session timeout: silent for 2 heartbeats + 1 s (5 s) is not live; gone at 12 s.
+    daemon = start_daemon(AFTER_SCHEDULER_LEASE_SECONDS="12")
+    daemon.start_worker("mailer")
+    session = connect_remote(daemon, "sender", host="web-3", concurrency=3, pid=4242)
+    with chromium() as browser:
+        ui = UI(browser, daemon)
+        page = ui.page
+        ui.sign_in()
+        ui.go("workers")
+        row = page.locator('tr[data-testid=remote-worker-row][data-worker="sender"]')
+        expect(row).to_have_attribute("data-live", "true")
+        expect(row).to_have_attribute("data-state", "running")
+        expect(row.locator("[data-col=host]")).to_have_text("web-3")
+        expect(row.locator("[data-col=address]")).to_have_text("127.0.0.1")
+        expect(row.locator("[data-col=live]")).to_have_text("yes")
+        expect(row.locator("[data-col=last_heartbeat]")).to_contain_text("ago")
+        expect(row.locator("[data-col=concurrency]")).to_have_text("0 / 3")
+        expect(row.locator("[data-col=daemon]")).to_have_text("this daemon")
+        # It is not a process of this daemon: nothing to start, stop or tail here...
+        expect(row.locator("button")).to_have_count(0)
+        expect(page.locator('#workers-body tr[data-worker="sender"]')).to_have_count(0)
+        # ...while the local worker keeps its buttons, in its own table.
+        mailer = page.locator('#workers-body tr[data-testid=worker-row][data-worker="mailer"]')
+        expect(mailer.locator("[data-testid=worker-stop]")).to_be_visible()
+        expect(page.locator('#remote-workers-body tr[data-worker="mailer"]')).to_have_count(0)
+        # Silent: still listed, shown not live.
+        expect(row).to_have_attribute("data-live", "false", timeout=15_000)
+        expect(row.locator("[data-col=live]")).to_have_text("no")
+        # Disconnected: gone.
+        assert daemon.api("POST", "/workers/sender/disconnect", {"session": session})[0] == 200
+        expect(row).to_have_count(0, timeout=10_000)
+        expect(page.locator("[data-testid=remote-workers-empty]")).to_be_visible()
+        ui.close()
 
 
 #: The next few seconds and the next day of three workers (and one that is not running).

@@ -684,6 +684,7 @@
     const jobsIn = h('input', tid('worker-jobs', { autocomplete: 'off', spellcheck: 'false', placeholder: 'package.jobs' }));
     const startBtn = h('button', tid('worker-start', { type: 'submit' }), 'Start worker');
     const tbody = h('tbody', { id: 'workers-body' });
+    const remoteBody = h('tbody', { id: 'remote-workers-body' });
     const logPre = h('pre', tid('worker-log', { class: 'code log', tabindex: '0', 'aria-label': 'Worker log' }));
     const logTitle = h('h2', { id: 'worker-log-title' }, 'Log');
     const logMeta = h('p', { class: 'muted small', id: 'worker-log-meta' });
@@ -695,13 +696,60 @@
       h('div', { class: 'table-wrap' }, h('table', tid('workers-table', { class: 'data' }), h('caption', { class: 'sr-only' }, 'Workers'),
         headRow(['Name', 'Host', 'State', 'Running', 'PID', 'Uptime', 'Tasks run', 'Restarts', 'Busy / slots', 'Last error', 'Actions']), tbody)),
       logPanel,
+      h('section', tid('remote-workers', { 'aria-labelledby': 'remote-workers-title' }),
+        h('h2', { id: 'remote-workers-title' }, 'Remote workers'),
+        h('p', { class: 'muted small' }, 'Programs on any host that connect over this port with the worker protocol (POST /workers/{name}/connect). ' +
+          'They start and stop on their own hosts: nothing to start or stop here. Live: it called within two heartbeat intervals.'),
+        h('div', { class: 'table-wrap' }, h('table', tid('remote-workers-table', { class: 'data' }), h('caption', { class: 'sr-only' }, 'Remote workers'),
+          headRow(['Name', 'Host', 'Address', 'State', 'Live', 'Last heartbeat', 'Busy / slots', 'Tasks run', 'Connected', 'Daemon', 'Last error']), remoteBody))),
       h('h2', {}, 'Start a worker'),
       h('form', { id: 'worker-start-form', class: 'grid-form card', 'aria-label': 'Start a worker', onsubmit: onStart },
         field('Name', nameIn), field('Concurrency', concIn), field('Jobs module (optional)', jobsIn, 'Python module holding the job functions'),
         h('div', { class: 'field-actions' }, startBtn)));
 
-    /** Workers of other daemons on the database are listed too (read only: their own daemon runs them). */
-    const rowKey = (w) => (w.here === false ? w.name + '@' + w.daemon : w.name);
+    /** Workers of other daemons on the database are listed too (read only: their own daemon runs them).
+     * A remote worker's row is one of its sessions: one name may be connected from several hosts. */
+    const rowKey = (w) => (w.remote ? 'session:' + w.session : w.here === false ? w.name + '@' + w.daemon : w.name);
+
+    /** A remote worker's session: what tells it apart is where it calls from, when it last
+     * called and whether that was recent enough (live); it has no process, log or buttons here. */
+    function makeRemoteRow(w) {
+      const c = {};
+      const cell = (k, cls) => (c[k] = h('td', { 'data-col': k, class: cls || null }));
+      const tr = h('tr', { 'data-worker': w.name, 'data-testid': 'remote-worker-row', 'data-session': w.session || '', 'data-here': String(w.here !== false) },
+        h('th', { scope: 'row' }, w.name), cell('host'), cell('address'), cell('state'), cell('live'), cell('last_heartbeat', 'nowrap'),
+        cell('concurrency', 'num nowrap'), cell('tasks_run', 'num'), cell('connected', 'num nowrap'), cell('daemon', 'small'), cell('last_error'));
+      tr._cells = c;
+      return tr;
+    }
+
+    function updateRemoteRow(tr, w) {
+      const c = tr._cells, state = w.state || (w.running ? 'running' : 'stopped'), live = w.live === true;
+      const dash = (v) => (v != null && v !== '' ? v : '—');
+      tr.dataset.state = state;
+      tr.dataset.live = String(live);
+      if (c.state.dataset.state !== state) {
+        c.state.dataset.state = state;
+        c.state.replaceChildren(h('span', { class: 'badge', 'data-state': state }, state));
+      }
+      c.host.textContent = dash(w.host);
+      c.address.textContent = dash(w.address);
+      c.live.textContent = w.live == null ? '—' : live ? 'yes' : 'no';
+      c.live.classList.toggle('error-text', w.live === false);
+      c.last_heartbeat.textContent = w.last_heartbeat ? relTime(w.last_heartbeat) : '—';
+      c.last_heartbeat.title = w.last_heartbeat ? fmtDate(w.last_heartbeat) : '';
+      c.concurrency.textContent = dash(w.running_tasks) + ' / ' + dash(w.concurrency);
+      c.tasks_run.textContent = dash(w.tasks_run);
+      const since = w.connected ? Math.round((Date.now() - Date.parse(w.connected)) / 1000) : NaN;
+      c.connected.textContent = isNaN(since) ? '—' : fmtDuration(Math.max(0, since));
+      c.connected.title = w.connected ? fmtDate(w.connected) : '';
+      c.daemon.textContent = w.here === false ? dash(w.daemon) : 'this daemon';
+      const err = w.last_error;
+      c.last_error.textContent = err ? String(err).slice(0, 160) : '—';
+      c.last_error.title = err ? String(err) : '';
+      c.last_error.classList.toggle('err-cell', !!err);
+      c.last_error.classList.toggle('muted', !err);
+    }
 
     function makeRow(w) {
       const name = w.name, remote = w.here === false, c = {};
@@ -761,20 +809,26 @@
       try {
         const data = await api('GET', '/workers');
         if (!ctx.alive()) return;
-        const list = (data && data.workers) || [], seen = new Set();
-        const empty = $('tr.empty', tbody);
-        if (empty) empty.remove();
-        list.forEach((w, i) => {
-          const key = rowKey(w);
-          seen.add(key);
-          let tr = rows.get(key);
-          if (!tr) { tr = makeRow(w); rows.set(key, tr); }
-          updateRow(tr, w);
-          // Move only when out of order: moving a node would drop keyboard focus.
-          if (tbody.children[i] !== tr) tbody.insertBefore(tr, tbody.children[i] || null);
-        });
+        const all = (data && data.workers) || [], seen = new Set();
+        const fill = (body, list, make, update, empty) => {
+          const old = $('tr.empty', body);
+          if (old) old.remove();
+          list.forEach((w, i) => {
+            const key = rowKey(w);
+            seen.add(key);
+            let tr = rows.get(key);
+            if (!tr) { tr = make(w); rows.set(key, tr); }
+            update(tr, w);
+            // Move only when out of order: moving a node would drop keyboard focus.
+            if (body.children[i] !== tr) body.insertBefore(tr, body.children[i] || null);
+          });
+          if (!list.length) body.append(empty);
+        };
+        fill(tbody, all.filter((w) => !w.remote), makeRow, updateRow,
+          h('tr', { class: 'empty', 'data-testid': 'workers-empty' }, h('td', { colspan: '11' }, 'No worker processes (start one below).')));
+        fill(remoteBody, all.filter((w) => w.remote), makeRemoteRow, updateRemoteRow,
+          h('tr', { class: 'empty', 'data-testid': 'remote-workers-empty' }, h('td', { colspan: '11' }, 'No remote worker is connected.')));
         for (const [key, tr] of rows) if (!seen.has(key)) { tr.remove(); rows.delete(key); }
-        if (!list.length) tbody.append(h('tr', { class: 'empty', 'data-testid': 'workers-empty' }, h('td', { colspan: '11' }, 'No workers.')));
       } catch (e) {
         if (ctx.alive()) showError(e);
       } finally {
@@ -786,7 +840,7 @@
     function showLog(name) {
       clearInterval(logTimer);
       logName = name;
-      for (const tr of rows.values()) tr._logBtn.setAttribute('aria-pressed', String(tr.dataset.worker === name));
+      for (const tr of rows.values()) if (tr._logBtn) tr._logBtn.setAttribute('aria-pressed', String(tr.dataset.worker === name));
       logPanel.hidden = !name;
       if (!name) { logPre.textContent = ''; delete logPanel.dataset.worker; return; }
       logPanel.dataset.worker = name;
