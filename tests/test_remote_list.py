@@ -15,9 +15,9 @@ from conftest import Daemon, tid, wait_until
 
 from after.cli import ago, worker_lines
 
-#: A short session timeout: a worker silent for 2 heartbeats + 1 s (here 2 * 2 + 1 = 5 s)
-#: is no longer live; it is dropped only after 12 s.
-QUICK = {"AFTER_SCHEDULER_LEASE_SECONDS": "12"}
+#: A short session timeout: a worker silent for 2 heartbeats + 1 s (here 2 * 3.33 + 1 = 7.7 s)
+#: is no longer live; it is dropped only after 20 s.
+QUICK = {"AFTER_SCHEDULER_LEASE_SECONDS": "20"}
 REMOTE_HEADER = "REMOTE WORKERS"
 
 
@@ -65,8 +65,8 @@ def test_after_list_shows_a_remote_worker_apart_live_then_silent(start_daemon: C
     assert status == 200 and accepted["status"] == "scheduled", accepted
     assert tables(d.cli("list", "--here").stdout)[1]["sender"][5] == "1/3"
 
-    # Silent for more than two heartbeats: still listed (its session lasts 12 s) but not live.
-    wait_until(lambda: tables(d.cli("list").stdout)[1]["sender"][4] == "no", 15, "sender listed as not live")
+    # Silent for more than two heartbeats: still listed (its session lasts 20 s) but not live.
+    wait_until(lambda: tables(d.cli("list").stdout)[1]["sender"][4] == "no", 25, "sender listed as not live")
     # Its next call makes it live again; finished, it counts one task run.
     status, done = d.api("POST", f"/workers/sender/tasks/{tid(task)}/finish", {"lease": lease, "status": "done", "result": 1})
     assert status == 200 and done["status"] == "done", done

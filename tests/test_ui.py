@@ -388,14 +388,16 @@ def remote_with_a_task(daemon: Daemon, name: str, **body: Any) -> tuple[str, str
 
 
 def test_remote_workers_listed_apart_live_then_silent_never_started_or_stopped(start_daemon: Callable[..., Daemon]) -> None:
-    # A short session timeout: silent for 2 heartbeats + 1 s (5 s) is not live; gone at 12 s.
-    daemon = start_daemon(AFTER_SCHEDULER_LEASE_SECONDS="12")
+    # A session timeout of 20 s: silent for 2 heartbeats + 1 s (8.3 s) is not live; gone at 20 s.
+    daemon = start_daemon(AFTER_SCHEDULER_LEASE_SECONDS="20")
     daemon.start_worker("mailer")
     session = connect_remote(daemon, "sender", host="web-3", concurrency=3, pid=4242)
     with chromium() as browser:
         ui = UI(browser, daemon)
         page = ui.page
         ui.sign_in()
+        # A call just now (the browser's start may take seconds on a busy machine): live.
+        assert daemon.api("POST", "/workers/sender/poll", {"session": session, "wait": 0})[0] == 200
         ui.go("workers")
         row = page.locator('tr[data-testid=remote-worker-row][data-worker="sender"]')
         expect(row).to_have_attribute("data-live", "true")
@@ -414,10 +416,10 @@ def test_remote_workers_listed_apart_live_then_silent_never_started_or_stopped(s
         expect(mailer.locator("[data-testid=worker-stop]")).to_be_visible()
         expect(page.locator('#remote-workers-body tr[data-worker="mailer"]')).to_have_count(0)
         # Silent: still listed, shown not live.
-        expect(row).to_have_attribute("data-live", "false", timeout=15_000)
+        expect(row).to_have_attribute("data-live", "false", timeout=20_000)
         expect(row.locator("[data-col=live]")).to_have_text("no")
-        # Disconnected: gone.
-        assert daemon.api("POST", "/workers/sender/disconnect", {"session": session})[0] == 200
+        # Disconnected (or, on a machine slow enough, its session already ended): gone.
+        assert daemon.api("POST", "/workers/sender/disconnect", {"session": session})[0] in (200, 404)
         expect(row).to_have_count(0, timeout=10_000)
         expect(page.locator("[data-testid=remote-workers-empty]")).to_be_visible()
         ui.close()
