@@ -388,7 +388,7 @@ def remote_with_a_task(daemon: Daemon, name: str, **body: Any) -> tuple[str, str
 
 
 def test_remote_workers_listed_apart_live_then_silent_never_started_or_stopped(start_daemon: Callable[..., Daemon]) -> None:
-    # A session timeout of 20 s: silent for 2 heartbeats + 1 s (8.3 s) is not live; gone at 20 s.
+    # A session timeout of 20 s: silent for 2 heartbeats + 1 s (7.7 s) is not live; gone at 20 s.
     daemon = start_daemon(AFTER_SCHEDULER_LEASE_SECONDS="20")
     daemon.start_worker("mailer")
     session = connect_remote(daemon, "sender", host="web-3", concurrency=3, pid=4242)
