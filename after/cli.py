@@ -1,4 +1,4 @@
-"""The ``after`` command. Everything but ``serve``, ``token`` and ``setup`` goes through the REST port.
+"""The ``after`` command. Everything but ``serve``, ``token`` and ``setup`` goes through the REST port
 
 Exit codes: 0 ok; 1 failure, with a one-line reason on stderr; 2 usage error.
 """
@@ -13,157 +13,18 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Coroutine
-from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any
 from urllib.parse import quote
 
-import aiohttp
 import click
-from yarl import URL
 
-from after import __version__, config, tls, tokens
+from after import __version__
+from after.cli_api import Api, fail, load_settings, out_json, segment
 from after.config import Settings
 from after.errors import AfterError
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
-T = TypeVar("T")
-
-
-def fail(message: str) -> NoReturn:
-    click.echo(f"after: {message}", err=True)
-    sys.exit(1)
-
-
-def segment(value: str) -> str:
-    """``value`` as exactly one URL path segment.
-
-    Task ids and worker names come from the user: ``a/b`` must not become two segments,
-    and ``.``/``..`` must not be resolved as dot-segments (``after task show ../workers``
-    asks for the task named ``../workers``, it does not list workers). ``quote`` leaves
-    dots alone, so a dot-only segment is encoded by hand; the URL is then sent as it is
-    (see :meth:`Api.url`), since yarl would otherwise decode ``%2E`` and drop the segment.
-    """
-    quoted = quote(value, safe="")
-    return quoted.replace(".", "%2E") if quoted in (".", "..") else quoted
-
-
-def _error_line(data: bytes, status: int) -> str:
-    """The daemon's ``message`` (or the body's start, when it is not After's JSON) and the status."""
-    try:
-        parsed = json.loads(data)
-        msg = parsed.get("message") if isinstance(parsed, dict) else None
-    except ValueError:
-        msg = None
-    if not isinstance(msg, str):
-        msg = data.decode(errors="replace").strip()[:200]
-    return f"{msg} (HTTP {status})"
-
-
-class Api:
-    """A small synchronous client of the daemon's REST port (HTTPS verified: see :mod:`after.tls`)."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.base = settings.base_url
-        try:
-            self.ssl = tls.client_context(settings.client_ca_file or None)
-        except AfterError as exc:
-            fail(exc.message)
-
-    def url(self, path: str) -> URL:
-        """The daemon's URL for ``path``, already encoded (its segments made by :func:`segment`)."""
-        return URL(self.base + path, encoded=True)
-
-    def _headers(self) -> dict[str, str]:
-        token = self.settings.token()
-        return {"Authorization": f"Bearer {token}"} if token else {}
-
-    def session(self, total: float | None) -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(ssl=self.ssl if self.ssl is not None else True)
-        return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=total), connector=connector)
-
-    def tls_failure(self, exc: aiohttp.ClientSSLError) -> str:
-        """What to say when HTTPS with the daemon fails: the URL, why, and the setting to fix."""
-        if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-            why = getattr(exc.certificate_error, "verify_message", None) or str(exc.certificate_error)
-            trusted = f"the CA file {self.settings.client_ca_file}" if self.settings.client_ca_file else "the system's CAs"
-            return (
-                f"the certificate of {self.base} does not verify against {trusted} ({why}): "
-                "set client.ca_file (AFTER_CA_FILE) to the CA that signed it"
-            )
-        return f"TLS with {self.base} failed ({exc.os_error.strerror or exc.os_error}); does the daemon serve HTTPS (server.tls_cert)?"
-
-    def run(self, go: Callable[[], Coroutine[Any, Any, T]], unreachable: str) -> T:
-        """Run one exchange with the daemon; a failure to reach it is a one-line error."""
-        try:
-            return asyncio.run(go())
-        except aiohttp.ClientSSLError as exc:
-            fail(self.tls_failure(exc))
-        except aiohttp.ClientConnectionError:
-            fail(unreachable)
-
-    def request(self, method: str, path: str, *, body: Any = None, params: dict[str, str] | None = None, raw: bool = False) -> Any:
-        async def go() -> Any:
-            async with self.session(120) as session:
-                kwargs: dict[str, Any] = {"headers": self._headers(), "params": params or {}}
-                if body is not None:
-                    kwargs["json"] = body
-                async with session.request(method, self.url(path), **kwargs) as resp:
-                    data = await resp.read()
-                    if resp.status >= 400:
-                        fail(_error_line(data, resp.status))
-                    if raw:
-                        return data
-                    return json.loads(data) if data else None
-
-        return self.run(go, f"no After daemon answers on {self.base} (start one with `after serve` or `after start NAME`)")
-
-    def stream(self, path: str, params: dict[str, str], out: Callable[[bytes], None]) -> None:
-        async def go() -> None:
-            async with self.session(None) as session:
-                async with session.get(self.url(path), params=params, headers=self._headers()) as resp:
-                    if resp.status >= 400:
-                        fail(_error_line(await resp.read(), resp.status))
-                    async for chunk in resp.content.iter_any():
-                        out(chunk)
-
-        try:
-            self.run(go, f"no After daemon answers on {self.base}")
-        except KeyboardInterrupt:
-            pass
-
-    def alive(self) -> bool:
-        """Whether a daemon answers; a daemon whose certificate does not verify is an error,
-        not "no daemon" (starting another one on its port would only fail less clearly)."""
-
-        async def go() -> bool:
-            try:
-                async with self.session(2) as session:
-                    async with session.get(self.base + "/") as resp:
-                        return resp.status == 200
-            except aiohttp.ClientSSLError:
-                raise
-            except (aiohttp.ClientError, TimeoutError):
-                return False
-
-        return self.run(go, f"no After daemon answers on {self.base}")
-
-
-def load_settings(ctx: click.Context) -> Settings:
-    obj = ctx.ensure_object(dict)
-    if "settings" not in obj:
-        try:
-            obj["settings"] = config.load(obj.get("config"), overrides=obj.get("overrides"))
-        except AfterError as exc:
-            fail(exc.message)
-    settings: Settings = obj["settings"]
-    return settings
-
-
-def out_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=True))
 
 
 @click.group(context_settings=CONTEXT)
@@ -272,92 +133,6 @@ def log_cmd(ctx: click.Context, name: str, follow: bool, lines: int) -> None:
         write(api.request("GET", f"/workers/{segment(name)}/log", params={"lines": str(lines)}, raw=True))
 
 
-def ago(iso: Any, now: float) -> str:
-    """How long before ``now`` (epoch seconds) an ISO time was, as ``3s ago`` / ``4m ago`` /
-    ``2h ago``; ``-`` when there is none. Another daemon's clock may run a little ahead:
-    a time in the future counts as just now."""
-    if not isinstance(iso, str):
-        return "-"
-    try:
-        then = datetime.fromisoformat(iso).timestamp()
-    except ValueError:
-        return "-"
-    secs = max(0.0, now - then)
-    if secs < 120:
-        return f"{secs:.0f}s ago"
-    return f"{secs / 60:.0f}m ago" if secs < 7200 else f"{secs / 3600:.0f}h ago"
-
-
-def _host(w: dict[str, Any]) -> str:
-    """The HOST cell: ``*`` marks a worker held by another daemon on the database."""
-    return str(w.get("host") or "-") + ("" if w.get("here", True) else "*")
-
-
-def worker_lines(workers: list[dict[str, Any]], now: float) -> list[str]:
-    """The text of ``after list``: local worker processes first, in the columns scripts
-    have always read (NAME HOST STATE ...), then remote workers (docs/worker-protocol.md)
-    in a table of their own, since what tells them apart (the address they call from, their
-    last call, whether they are live) means nothing for a local process. Both tables start
-    with NAME HOST STATE."""
-    local = [w for w in workers if not w.get("remote")]
-    remote = [w for w in workers if w.get("remote")]
-    out: list[str] = []
-    if local or not remote:
-        out.append(f"{'NAME':<16} {'HOST':<16} {'STATE':<10} {'PID':>7} {'UPTIME':>9} {'TASKS':>6}  LAST ERROR")
-    for w in local:
-        uptime = f"{w['uptime']:.0f}s" if w.get("uptime") is not None else "-"
-        out.append(
-            f"{w['name']:<16} {_host(w):<16} {w['state']:<10} {w.get('pid') or '-':>7} {uptime:>9} {w.get('tasks_run', 0):>6}  {w.get('last_error') or ''}"
-        )
-    if remote:
-        if local:
-            out.append("")
-        out.append("REMOTE WORKERS (connected over the REST port)")
-        out.append(f"{'NAME':<16} {'HOST':<16} {'STATE':<10} {'PID':>7} {'LIVE':<4} {'RUNNING':>7} {'TASKS':>6} {'LAST BEAT':>9}  {'ADDRESS':<16} LAST ERROR")
-        for w in remote:
-            live = "yes" if w.get("live") else "no" if w.get("live") is False else "-"
-            running = f"{w.get('running_tasks', 0)}/{w.get('concurrency') or '-'}"
-            beat = ago(w.get("last_heartbeat"), now)
-            out.append(
-                f"{w['name']:<16} {_host(w):<16} {w['state']:<10} {w.get('pid') or '-':>7} {live:<4} {running:>7} {w.get('tasks_run', 0):>6} {beat:>9}  "
-                f"{w.get('address') or '-':<16} {w.get('last_error') or ''}"
-            )
-    if any(not w.get("here", True) for w in workers):
-        out.append("(* held by another daemon on this database; --here for this daemon's only)")
-    return out
-
-
-@main.command(name="list")
-@click.option("--json", "as_json", is_flag=True, help="JSON output.")
-@click.option("--here", is_flag=True, help="Only this daemon's workers (default: every daemon's on the database).")
-@click.pass_context
-def list_cmd(ctx: click.Context, as_json: bool, here: bool) -> None:
-    """List workers of every daemon: name, host, state, pid, uptime, tasks run, last error;
-    remote workers apart, with whether they are live, their running tasks, last call and address."""
-    workers = Api(load_settings(ctx)).request("GET", "/workers", params={"here": "1"} if here else None)["workers"]
-    if as_json:
-        out_json(workers)
-        return
-    for line in worker_lines(workers, time.time()):
-        click.echo(line.rstrip())
-
-
-@main.command()
-@click.option("--json", "as_json", is_flag=True, help="JSON output.")
-@click.pass_context
-def daemons(ctx: click.Context, as_json: bool) -> None:
-    """List every daemon on the database (live, stopped, gone), from their heartbeats."""
-    items = Api(load_settings(ctx)).request("GET", "/daemons")["daemons"]
-    if as_json:
-        out_json(items)
-        return
-    click.echo(f"{'ID':<36} {'STATE':<8} {'QUORUM':<7} {'WORKERS':<24} {'LAST BEAT':<25} URL")
-    for d in items:
-        names = ",".join(str(w.get("name")) for w in d.get("workers") or []) or "-"
-        mark = " (here)" if d.get("here") else ""
-        click.echo(f"{d['id'] + mark:<36} {d['state']:<8} {d.get('quorum', '-'):<7} {names:<24} {d.get('beat', '-'):<25} {d.get('url', '-')}")
-
-
 @main.command()
 @click.argument("name")
 @click.pass_context
@@ -365,69 +140,6 @@ def clean(ctx: click.Context, name: str) -> None:
     """Empty the log of worker NAME."""
     Api(load_settings(ctx)).request("DELETE", f"/workers/{segment(name)}/log")
     click.echo(f"log of {name} cleaned")
-
-
-@main.command()
-@click.option("--worker", metavar="NAME", default=None, help="Issue a token for worker NAME's remote protocol calls only (for its host).")
-@click.option("--read-only", "read_only", is_flag=True, help="Issue a read-only token (dashboards: GET of everything but /tokens).")
-@click.option("--label", default=None, help="What the new token is for (shown by --list).")
-@click.option("--list", "list_tokens", is_flag=True, help="List the tokens issued on this database (never their secrets).")
-@click.option("--revoke", metavar="ID", default=None, help="Revoke a token (its id, as --list shows, or the token itself).")
-@click.option("--json", "as_json", is_flag=True, help="JSON output (with --worker, --read-only, --list, --revoke).")
-@click.pass_context
-def token(ctx: click.Context, worker: str | None, read_only: bool, label: str | None, list_tokens: bool, revoke: str | None, as_json: bool) -> None:
-    """Print the admin API token; or issue, list and revoke scoped tokens.
-
-    Without options: the admin token (the daemon makes one on its first start). The
-    others go through the REST port with the admin token: --worker NAME and --read-only
-    print a new token once (keep it: only its hash is stored), --list shows every token,
-    --revoke ID refuses one from then on.
-    """
-    given = {"--worker": worker is not None, "--read-only": read_only, "--list": list_tokens, "--revoke": revoke is not None}
-    actions = [flag for flag, on in given.items() if on]
-    if len(actions) > 1:
-        raise click.UsageError(f"{' and '.join(actions)} cannot be combined: one action at a time")
-    if label is not None and actions not in (["--worker"], ["--read-only"]):
-        raise click.UsageError("--label goes with --worker NAME or --read-only (it names a new token)")
-    settings = load_settings(ctx)
-    value = settings.token()
-    if not actions:
-        if not value:
-            fail("no token yet: start the daemon once (`make run` or `after serve`), or set server.api_token")
-        click.echo(value)
-        return
-    if not value:
-        fail("scoped tokens are issued with the admin token, and there is none here: run this on the daemon's host, or set server.api_token")
-    api = Api(settings)
-    if list_tokens:
-        listed = api.request("GET", "/tokens")["tokens"]
-        if as_json:
-            out_json(listed)
-            return
-        click.echo(f"{'ID':<17} {'SCOPE':<7} {'WORKER':<16} {'CREATED':<25} {'REVOKED':<25} LABEL")
-        for t in listed:
-            created, revoked = t.get("created") or "-", t.get("revoked") or "-"
-            click.echo(f"{t['id']:<17} {t['scope']:<7} {t.get('worker') or '-':<16} {created:<25} {revoked:<25} {t.get('label') or ''}")
-        return
-    if revoke is not None:
-        parsed = tokens.parse(revoke)
-        token_id = parsed[0] if parsed else revoke.removeprefix(tokens.DOC_PREFIX)
-        done = api.request("DELETE", f"/tokens/{segment(token_id)}")
-        if as_json:
-            out_json(done)
-        else:
-            click.echo(f"token {done['id']} revoked at {done['revoked']}")
-        return
-    body: dict[str, Any] = {"scope": "worker", "worker": worker} if worker is not None else {"scope": "read"}
-    if label is not None:
-        body["label"] = label
-    made = api.request("POST", "/tokens", body=body)
-    if as_json:
-        out_json(made)
-        return
-    click.echo(made["token"])
-    what = f"worker {made['worker']}'s protocol calls" if made["scope"] == "worker" else "reads"
-    click.echo(f"(token {made['id']}, for {what}; shown this once: keep it. Revoke it with `after token --revoke {made['id']}`)", err=True)
 
 
 def couchdb_account(settings: Settings) -> dict[str, Any]:
@@ -662,5 +374,10 @@ def setup(
 
 
 from after.cli_tasks import task  # noqa: E402 - registers the `after task` group
+from after.cli_tokens import token  # noqa: E402 - registers `after token`
+from after.cli_workers import daemons, list_cmd  # noqa: E402 - `after list`, `after daemons`
 
 main.add_command(task)
+main.add_command(token)
+main.add_command(list_cmd)
+main.add_command(daemons)

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import click
 
 from after import model
-from after.cli import Api, fail, load_settings, out_json, segment
+from after.cli_api import Api, fail, load_settings, out_json, segment
 
 
 def _api(ctx: click.Context) -> Api:

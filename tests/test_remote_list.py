@@ -13,7 +13,7 @@ from typing import Any
 
 from conftest import Daemon, tid, wait_until
 
-from after.cli import ago, worker_lines
+from after.cli_workers import ago, worker_lines
 
 #: A short session timeout: a worker silent for 2 heartbeats + 1 s (here 2 * 3.33 + 1 = 7.7 s)
 #: is no longer live; it is dropped only after 20 s.
