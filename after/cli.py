@@ -1,4 +1,4 @@
-"""The ``after`` command. Everything but ``serve``, ``token`` and ``setup`` goes through the REST port
+"""The ``after`` command. Everything but ``serve``, ``token`` and ``setup`` goes through the REST port (after.cli_api).
 
 Exit codes: 0 ok; 1 failure, with a one-line reason on stderr; 2 usage error.
 """
