@@ -11,15 +11,9 @@ import os
 import time
 from typing import Any
 
+from runfile import append as _append
+
 from after.jobs import TaskContext, job
-
-
-def _append(path: str, line: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        os.write(fd, (line + "\n").encode())
-    finally:
-        os.close(fd)
 
 
 @job(isolated=False)
