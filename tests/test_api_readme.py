@@ -94,6 +94,10 @@ def test_readme_rest_examples_run_and_cover_every_route(daemon: Daemon, tmp_path
     assert daemon.task("task:report-1")["status"] in ("cancel", "canceled")
     assert daemon.api("GET", "/tasks/task:report-2")[0] == 404
     assert daemon.task("task:nightly")["next_runs"]
+    # The curl-only remote workers ran their tasks, and disconnected.
+    uname = daemon.task("task:uname")
+    assert uname["status"] == "done" and uname["result"]["stdout"] and uname["history"][-2]["by"].startswith("worker:bash@")
+    assert [daemon.task(t)["result"] for t in ("task:b1", "task:b2")] == ["ok", "ok"]
     _, workers = daemon.api("GET", "/workers")
     assert [(w["name"], w["state"]) for w in workers["workers"]] == [("mailer", "stopped")]
 
