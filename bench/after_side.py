@@ -1,4 +1,4 @@
-"""After's side of the benchmark: W1-W6 and the store limit, measured on real daemons.
+"""After's side of the benchmark: W1-W7 and the store limit, measured on real daemons.
 
 Each workload gets its own database on one CouchDB-compatible server (the embedded
 pouchdb-server this module starts, or the CouchDB named by ``AFTER_BENCH_COUCHDB_URL``),
@@ -30,6 +30,8 @@ What is measured, and from where:
 * **W6** -- W2 with ``plain_stamp``, a plain function under ``@job()`` at the default
   isolation (the runner runs it in a job process), bounded by ``w6_deadline_s``: what
   was done by then, and the job processes' CPU (the worker's children).
+* **W7** -- W2 drained by a remote worker process (``python -m after.client``, at
+  concurrency 100, over the REST port): bench/remote_side.py.
 
 Every workload also reports the CPU seconds each process (daemon, workers, embedded
 server) used during its measured phase: the first answer to "where does the time go".
@@ -423,6 +425,18 @@ def http(base: str, method: str, path: str, body: Any = None, *, token: str | No
     return status, payload.decode(errors="replace")
 
 
+def end_process(proc: subprocess.Popen[bytes], sig: int, timeout: float) -> None:
+    """Stop a process this bench started: ``sig``, then SIGKILL after ``timeout`` seconds."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    _LIVE.discard(proc)
+
+
 class Daemon:
     """One ``after serve`` process (through the tick probe) on its own state directory and port."""
 
@@ -577,31 +591,14 @@ class Daemon:
 
     def _stop_profiler(self) -> None:
         prof, self._profiler = self._profiler, None
-        if prof is None:
-            return
-        if prof.poll() is None:
-            prof.send_signal(signal.SIGINT)
-            try:
-                prof.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                prof.kill()
-                prof.wait()
-        _LIVE.discard(prof)
+        if prof is not None:
+            end_process(prof, signal.SIGINT, 30)
 
     def stop(self, timeout: float = 60.0) -> None:
         """SIGTERM (the daemon stops its workers in order); SIGKILL after ``timeout``."""
         self._stop_profiler()
-        proc = self.proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        _LIVE.discard(proc)
+        if self.proc is not None:
+            end_process(self.proc, signal.SIGTERM, timeout)
 
     def ticks(self, since: float = 0.0, until: float = math.inf) -> list[tuple[float, float, int]]:
         """(wall time at end, duration s, fired) of each tick logged between ``since`` and ``until``."""
@@ -783,18 +780,37 @@ def w1(ctx: Ctx) -> dict[str, Any]:
     return _result("W1", metrics, notes, sz, cpu_s=cpu)
 
 
-def _drain(ctx: Ctx, name: str, n: int, job: str, concurrency: int, bound_s: float | None) -> dict[str, Any]:
+#: Starts the worker that drains a workload (with the process stack to stop it, the
+#: daemon, its concurrency and the CPU meter to add its processes to); returns how many
+#: tasks it has finished, their final write landed. Default: a local worker (W2, W6).
+WorkerStart = Callable[[contextlib.ExitStack, "Daemon", int, CpuMeter], Callable[[], int]]
+
+
+def local_worker(stack: contextlib.ExitStack, d: Daemon, concurrency: int, meter: CpuMeter) -> Callable[[], int]:
+    d.start_worker(concurrency)
+    wpid = d.worker_pid()
+    meter.add("worker", wpid)
+    meter.add("job_processes", wpid, children=True)
+    return d.tasks_run
+
+
+def _drain(ctx: Ctx, name: str, n: int, job: str, concurrency: int, bound_s: float | None, worker: WorkerStart = local_worker) -> dict[str, Any]:
     """W2's measurement: ``n`` tasks all due, stored while no worker runs; done/s from the store.
 
     ``bound_s`` (W6): stop counting that long after the first job's start and report
     what was done by then, so a slow path reports a rate instead of hanging the run. Without
-    it the run waits (bounded generously) until every task is done.
+    it the run waits (bounded generously) until every task is done. ``worker`` starts
+    what drains them (W7: a remote worker process).
     """
     notes: list[str] = []
     records = ctx.workdir / f"{name.lower()}-records.txt"
     factory = TaskFactory(records, job)
     label = name.lower()
-    with _database(ctx, label) as db, Daemon(ctx.couch, db, ctx.workdir / f"{label}-state", profile_dir=ctx.profile_dir, label=name) as d:
+    with (
+        _database(ctx, label) as db,
+        Daemon(ctx.couch, db, ctx.workdir / f"{label}-state", profile_dir=ctx.profile_dir, label=name) as d,
+        contextlib.ExitStack() as workers,
+    ):
         d.start()
         now = time.time()
         t0 = time.monotonic()
@@ -806,10 +822,7 @@ def _drain(ctx: Ctx, name: str, n: int, job: str, concurrency: int, bound_s: flo
         start = time.time()
         meter = CpuMeter(ctx.pids(d))
         meter.start()
-        d.start_worker(concurrency)
-        wpid = d.worker_pid()
-        meter.add("worker", wpid)
-        meter.add("job_processes", wpid, children=True)
+        ran = worker(workers, d, concurrency, meter)
         if bound_s is None:
             finished = wait_for(lambda: count_lines(records) >= made, time.monotonic() + 60 + n / 100)
         else:
@@ -819,7 +832,7 @@ def _drain(ctx: Ctx, name: str, n: int, job: str, concurrency: int, bound_s: flo
             finished = wait_for(lambda: count_lines(records) >= made, time.monotonic() + bound_s)
         # The worker reports a task finished after its final write landed.
         if finished:
-            wait_for(lambda: d.tasks_run() >= made, time.monotonic() + 30, interval=0.2)
+            wait_for(lambda: ran() >= made, time.monotonic() + 30, interval=0.2)
         cut = time.time()
         cpu = meter.stop()
         if not finished and bound_s is not None:
@@ -899,6 +912,13 @@ def w6(ctx: Ctx) -> dict[str, Any]:
     res = _drain(ctx, "W6", sz.w6_n, PLAIN_JOB, concurrency, sz.w6_deadline_s)
     res["notes"] = f"{why}; {res['notes']}"
     return res
+
+
+def w7(ctx: Ctx) -> dict[str, Any]:
+    """W2 drained by a remote worker (``after.client``) at concurrency 100: bench/remote_side.py."""
+    from bench import remote_side
+
+    return remote_side.w7(ctx)
 
 
 def wait_idle(pid: int | None, deadline: float, *, window: float = 0.5, below: float = 0.05) -> float:
@@ -1120,6 +1140,7 @@ WORKLOADS: dict[str, Callable[[Ctx], dict[str, Any]]] = {
     "W4": w4,
     "W5": w5,
     "W6": w6,
+    "W7": w7,
 }
 
 

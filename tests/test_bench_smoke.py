@@ -55,13 +55,16 @@ def test_bench_smoke_after(tmp_path: Path) -> None:
     assert [s["key"] for s in report["servers"]] == ["embedded"]
     assert report["servers"][0]["system"] == "after (embedded)" and report["servers"][0]["product"].startswith("pouchdb-server ")
     after = report["after"]["embedded"]
-    assert set(after) == {"store", "W1", "W2", "W3", "W4", "W5", "W6"}
+    assert set(after) == {"store", "W1", "W2", "W3", "W4", "W5", "W6", "W7"}
     for name, res in after.items():
         assert res["metrics"], f"{name}: {res['notes']}"
     m = {name: res["metrics"] for name, res in after.items()}
     assert _finite(m["store"]["bulk_docs_per_s"]) and _finite(m["store"]["single_writes_per_s"])
     assert m["W1"]["executed"] == m["W1"]["n"] and _finite(m["W1"]["p99_ms"])
     assert m["W2"]["done"] == m["W2"]["n"] and _finite(m["W2"]["tasks_per_s"])
+    # W7: W2's tasks, drained by a remote worker process (after.client) at concurrency 100.
+    assert m["W7"]["done"] == m["W7"]["n"] == m["W2"]["n"] and m["W7"]["concurrency"] == 100 and _finite(m["W7"]["tasks_per_s"]), m["W7"]
+    assert "remote_worker" in after["W7"]["cpu_s"], after["W7"]["cpu_s"]
     for size in ("small", "big"):
         w3 = m["W3"][size]
         assert w3["executed"] == w3["due_created"] and w3["firing_ticks"] > 0, w3
@@ -72,8 +75,8 @@ def test_bench_smoke_after(tmp_path: Path) -> None:
     assert m["W6"]["job"] == "plain_stamp" and 0 < m["W6"]["done"] <= m["W6"]["n"] and _finite(m["W6"]["tasks_per_s"]), m["W6"]
     assert "job_processes" in after["W6"]["cpu_s"], after["W6"]["cpu_s"]
     judged = [row for row in report["table"] if row["system"] == "after (embedded)" and row["met"] is not None]
-    # W1, W2 efficiency, W6, W3 tick, W3 RSS, W4, W5 (W2 and W4 vs huey need the peers)
-    assert len(judged) == 7, report["table"]
+    # W1, W2 efficiency, W7, W6, W3 tick, W3 RSS, W4, W5 (W2 and W4 vs huey need the peers)
+    assert len(judged) == 8, report["table"]
     assert (tmp_path / "smoke.json").stat().st_size > 0
 
 
@@ -115,6 +118,7 @@ def _results(**over: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "W1": {"p50_ms": 10.0, "p99_ms": 40.0, "max_ms": 45.0, "n": 1000, "executed": 1000},
         "W2": {"tasks_per_s": 900.0, "n": 100, "done": 100, "writes_per_task": 3},
         "W6": {"tasks_per_s": 1200.0, "n": 100, "done": 100, "jobs_measured_s": 2.0, "bound_s": 30.0, "concurrency": 1000},
+        "W7": {"tasks_per_s": 500.0, "n": 100, "done": 100, "concurrency": 100},
         "W3": {"firing_ratio_p50": 1.0, "firing_ratio_p99": 1.1, "rss_mb": 70.0, "big": {}, "small": {}},
         "W4": {"in_order_fraction": 1.0, "drain_s": 0.5, "n": 100, "executed": 100, "first_execution_s": 0.4, "ready_s": 0.3},
         "W5": {"p50_ms": 10.0, "p99_ms": 30.0, "creates_per_s": 1500.0, "errors": 0, "clients": 32},
@@ -148,6 +152,9 @@ def _judged(rows: list[Any], system: str) -> dict[str, bool | None]:
         ({}, "W6", True),
         ({"W6": {"tasks_per_s": 999.0}}, "W6", False),
         ({"W6": {"done": 60}}, "W6", False),  # the deadline cut it short
+        ({}, "W7", True),  # 500 = 56 % of W2's 900
+        ({"W7": {"tasks_per_s": 440.0}}, "W7", False),  # 49 %
+        ({"W7": {"done": 99}}, "W7", False),
         ({}, "W4", True),
         ({"W4": {"in_order_fraction": 0.98}}, "W4", False),
         ({}, "W4 vs huey", True),  # 0.5 s <= huey's 0.7 s
