@@ -17,8 +17,8 @@ thread) or async (on the loop). ``ctx`` is a :class:`Context`: ``progress``, ``l
 ``task``, ``id``, ``cancelled``. What a job returns is the task's result; what it raises
 fails the attempt (retried by the task's policy, unless it is a :class:`Permanent`).
 
-It speaks docs/worker-protocol.md and needs only the standard library and aiohttp, none
-of the daemon's modules: install After on the worker host, or copy this package.
+It speaks docs/worker-protocol.md and imports only the standard library and aiohttp,
+none of the daemon's modules (a test holds it to that): a worker host needs no daemon.
 From a shell: ``python -m after.client --help``.
 """
 
