@@ -295,3 +295,44 @@ def test_sigterm_lets_the_running_job_finish_then_disconnects(daemon: Daemon, re
     # A task due after the stop was not taken: it waits for another worker.
     assert daemon.task(later["id"])["status"] == "waiting"
     assert executions(runs) == {running["id"]: 1}
+
+
+def test_a_job_past_its_timeout_is_stopped_on_the_worker(daemon: Daemon, remote: Callable[..., Remote], tmp_path: Path) -> None:
+    connected(daemon, "py", remote(daemon, "py"))
+    runs = tmp_path / "runs"
+    reply = daemon.create({"worker": "py", "date": time.time(), "timeout": 1, "job": job("hang_sync", str(runs))})
+    doc = daemon.wait_status(reply["id"], "err", timeout=15)
+    assert doc["error"]["reason"] == "timeout"
+    # The plain function saw ctx.cancelled and returned: its thread is not left running.
+    wait_until(lambda: lines(Path(f"{runs}.cancel")) == [f"{reply['id']} True"], 10, "the job to see its timeout")
+    assert executions(runs) == {reply["id"]: 1}
+
+
+def test_a_wrong_token_stops_the_worker_saying_so(daemon: Daemon, remote: Callable[..., Remote], tmp_path: Path) -> None:
+    (tmp_path / "wrong").write_text("not-the-token")
+    w = remote(daemon, "bad", args=("--token-file", str(tmp_path / "wrong")))  # the last one counts
+    assert w.wait_exit() == 1
+    assert "401 unauthorized" in w.log()
+    assert sessions(daemon, "bad") == []
+
+
+def test_the_client_needs_none_of_the_daemon() -> None:
+    """A worker host runs after.client with the standard library and aiohttp only."""
+    code = (
+        "import sys, after.client, after.client.__main__; "
+        "print(sorted(m for m in sys.modules if (m.startswith('after.') and not m.startswith('after.client'))"
+        " or m.split('.')[0] in ('aiocouch', 'pydantic', 'click', 'croniter', 'prometheus_client')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_a_jobs_module_without_a_table_offers_its_public_functions() -> None:
+    from after.client import load
+
+    sys.path.insert(0, str(TESTS / "jobs"))
+    try:
+        assert set(load(["runfile"])) == {"append"}  # its own public function; `os` is not one
+        assert set(load(["remotejobs"])) == {"record", "add", "gated", "hang", "hang_sync", "fail", "fail_for_good", "not_json"}
+    finally:
+        sys.path.remove(str(TESTS / "jobs"))
