@@ -60,6 +60,8 @@ class Offer:
     ended: asyncio.Future[str] = dataclasses.field(default_factory=lambda: asyncio.get_running_loop().create_future())
     #: A client asked to cancel it while it runs: the next heartbeat answer says so.
     cancel: bool = False
+    #: A poll has answered with that cancel: later polls list it, but do not answer early for it.
+    cancel_told: bool = False
     ctx: TaskContext | None = None
 
     @property

@@ -143,7 +143,10 @@ class RemoteWorkers:
             cap = limit if limit is not None else max(1, session.concurrency * 2)
             offers = remote.deliverable(session.offers.values(), mono, limit=cap)
             cancels = remote.cancels(session.offers.values())
-            if offers or cancels or self.stopping or session.closed is not None or mono >= deadline:
+            # A cancel answers a poll early once; until the worker acknowledges it, later
+            # polls list it and wait as usual (else a worker polling in a loop spins).
+            untold = any(not session.offers[t].cancel_told for t in cancels)
+            if offers or untold or self.stopping or session.closed is not None or mono >= deadline:
                 break
             # Undelivered offers that were delivered lately come due for redelivery on their own.
             with contextlib.suppress(TimeoutError):
@@ -154,6 +157,8 @@ class RemoteWorkers:
         now = time.time()
         mono = time.monotonic()
         session.touch(mono, now)
+        for t in cancels:
+            session.offers[t].cancel_told = True
         out = []
         for offer in offers:
             offer.delivered = mono

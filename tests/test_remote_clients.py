@@ -150,7 +150,9 @@ def test_python_client_failures_follow_the_retry_policy(daemon: Daemon, remote: 
     assert executions(runs) == {retried["id"]: 2, permanent["id"]: 1}
 
 
-def test_node_example_runs_fails_discards_and_cancels(daemon: Daemon, remote: Callable[..., Remote], tmp_path: Path) -> None:
+def test_node_example_runs_fails_discards_and_cancels(start_daemon: Callable[..., Daemon], remote: Callable[..., Remote], tmp_path: Path) -> None:
+    # A 6 s lease: heartbeats (with the log lines) every second.
+    daemon = start_daemon(AFTER_SCHEDULER_LEASE_SECONDS="6")
     w = remote(daemon, "node", kind="node")
     [session] = connected(daemon, "node", w)
     assert session["client"] == "node-worker.mjs"
@@ -172,7 +174,7 @@ def test_node_example_runs_fails_discards_and_cancels(daemon: Daemon, remote: Ca
     t0 = time.monotonic()
     daemon.api("POST", f"/tasks/{tid(sleeper['id'])}/cancel")
     daemon.wait_status(sleeper["id"], "canceled", timeout=10)
-    assert time.monotonic() - t0 < 10, "canceled by the worker, not by the daemon's lease"
+    assert time.monotonic() - t0 < 3, "canceled by the worker, not by the daemon's lease (6 s)"
     assert sorted(lines(out)) == ["failed", "failed", "hello"]
 
     # SIGTERM: the example disconnects.
@@ -336,3 +338,25 @@ def test_a_jobs_module_without_a_table_offers_its_public_functions() -> None:
         assert set(load(["remotejobs"])) == {"record", "add", "gated", "hang", "hang_sync", "fail", "fail_for_good", "not_json"}
     finally:
         sys.path.remove(str(TESTS / "jobs"))
+
+
+def test_a_pending_cancel_does_not_make_the_long_poll_spin(daemon: Daemon) -> None:
+    """A poll answers a cancel at once, once: while the job takes its time to stop, the
+    next poll waits as usual (a worker polling in a loop must not spin)."""
+    _, conn = daemon.api("POST", "/workers/raw/connect", {"concurrency": 2})
+    session = conn["session"]
+    reply = daemon.create({"worker": "raw", "date": time.time(), "job": "noop"})
+    _, answer = daemon.api("POST", "/workers/raw/poll", {"session": session, "wait": 10})
+    [task] = answer["tasks"]
+    assert daemon.api("POST", f"/workers/raw/tasks/{tid(task['id'])}/accept", {"lease": task["lease"]})[0] == 200
+    daemon.api("POST", f"/tasks/{tid(reply['id'])}/cancel")
+    _, answer = daemon.api("POST", "/workers/raw/poll", {"session": session, "wait": 10})
+    assert answer["cancel"] == [reply["id"]]
+    t0 = time.monotonic()
+    _, answer = daemon.api("POST", "/workers/raw/poll", {"session": session, "wait": 1})
+    assert time.monotonic() - t0 >= 0.9, "the poll answered at once again, for a cancel it had answered already"
+    assert answer["cancel"] == [reply["id"]]  # still listed: the cancel is still pending
+    # The heartbeat says so too; the acknowledgement ends it.
+    assert daemon.api("POST", f"/workers/raw/tasks/{tid(task['id'])}/heartbeat", {"lease": task["lease"]})[1] == {"cancel": True}
+    assert daemon.api("POST", f"/workers/raw/tasks/{tid(task['id'])}/finish", {"lease": task["lease"], "status": "canceled"})[1]["status"] == "canceled"
+    daemon.api("POST", "/workers/raw/disconnect", {"session": session})
