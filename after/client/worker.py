@@ -184,7 +184,9 @@ class Worker:
         """Long-poll until the worker stops or the session is gone."""
         assert self._stopping is not None and self.session is not None
         session = self.session
+        loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
+            asked = loop.time()
             poll = asyncio.ensure_future(self._wire.call("/poll", {"session": session, "wait": self.poll_wait}, timeout=self.poll_wait + 15))
             stop = asyncio.ensure_future(self._stopping.wait())
             await asyncio.wait({poll, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -201,9 +203,9 @@ class Worker:
             if answer.get("stopping"):
                 log.info("the daemon is stopping: polling again in %gs", self.heartbeat)
                 await self._within(self._stopping, self.heartbeat)
-            elif not news and answer.get("cancel"):
-                # Only cancels already being acted on: the daemon answers at once until the
-                # jobs end; do not spin.
+            elif not news and answer.get("cancel") and loop.time() - asked < REPORT_EVERY / 10:
+                # Answered at once with only cancels already being acted on (a daemon that
+                # answers early for a pending cancel): do not spin.
                 await self._within(self._stopping, REPORT_EVERY)
 
     def _lose(self, session: str, why: str) -> None:
