@@ -104,7 +104,7 @@ while (!stopping) {
     if (task.job.name in jobs) run(task);
     else call(`/tasks/${encodeURIComponent(task.id)}/finish`, { lease: task.lease, status: "discarded", error: { message: `no job ${task.job.name}` } }).catch(() => {});
   }
-  if (answer.stopping || (!answer.tasks.length && answer.cancel.length)) await sleep(1000);
+  if (answer.stopping) await sleep(heartbeat * 1000); // the daemon stops: try again later
 }
 while (running.size) await sleep(100);
 await call("/disconnect", { session }).catch(() => {});

@@ -84,6 +84,7 @@ class Worker:
         self.heartbeat = 5.0
         self.tasks: dict[tuple[str, str], _Task] = {}
         self._work: set[asyncio.Task[Any]] = set()
+        self._beats: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
         self._hurry: asyncio.Event | None = None
@@ -152,6 +153,8 @@ class Worker:
                 t.interrupted = True
                 self._halt(t)
             await asyncio.wait(set(self._work), timeout=30)
+        for beat in list(self._beats):
+            beat.cancel()
         if self.session is not None:
             with contextlib.suppress(CallError, Transient):
                 await self._wire.call("/disconnect", {"session": self.session}, timeout=10, give_up_after=10)
@@ -286,13 +289,17 @@ class Worker:
     async def _run(self, t: _Task, start_at: float) -> None:
         loop = asyncio.get_running_loop()
         outcome: dict[str, Any] | None
-        if not await self._within(t.stop, start_at - loop.time()):
-            outcome = await self._execute(t)
-        else:
-            outcome = self._ended(t, None)
-        if outcome is not None and not t.dropped:
-            await self._finisher.finish({"id": t.id, "lease": t.lease, **outcome, **t.ctx.take()})
-        self._forget(t)
+        try:
+            if not await self._within(t.stop, start_at - loop.time()):
+                outcome = await self._execute(t)
+            else:
+                outcome = self._ended(t, None)
+            if outcome is not None and not t.dropped:
+                await self._finisher.finish({"id": t.id, "lease": t.lease, **outcome, **t.ctx.take()})
+        except Exception:  # a bug here costs this task only; the daemon ends it by its lease
+            log.exception("task %s: the client failed running it", t.id)
+        finally:
+            self._forget(t)
 
     def _call(self, fn: JobFunc, t: _Task) -> asyncio.Future[Any]:
         args, kwargs = list(t.job.get("arguments") or []), dict(t.job.get("kwargs") or {})
@@ -333,7 +340,8 @@ class Worker:
                 return {"status": "failed", "error": error}
             if not t.beating and (now - last >= self.heartbeat or (t.ctx.dirty and now - last >= REPORT_EVERY)):
                 last = now
-                self._spawn(self._beat(t), work=False)
+                self._beats.add(beat := self._spawn(self._beat(t), work=False))
+                beat.add_done_callback(self._beats.discard)
         return self._ended(t, job)
 
     def _ended(self, t: _Task, job: asyncio.Future[Any] | None) -> dict[str, Any] | None:
