@@ -1,7 +1,7 @@
 // A remote worker of After in Node.js (20+), with nothing but the built-in fetch.
 // It speaks docs/worker-protocol.md: connect, long-poll, accept, heartbeat, finish, disconnect.
 //
-//   AFTER_URL=http://127.0.0.1:5985 AFTER_WORKER=node AFTER_TOKEN=$(after token) node examples/node-worker.mjs
+//   AFTER_URL=http://127.0.0.1:5985 AFTER_WORKER=node AFTER_TOKEN=$(after token) [AFTER_CONCURRENCY=4] node examples/node-worker.mjs
 //
 // Jobs are async functions (ctx, ...arguments) => result; ctx has log(line), progress(done, total),
 // kwargs, and signal (an AbortSignal: aborted when the task is canceled).
