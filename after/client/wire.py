@@ -44,7 +44,8 @@ class Stale(CallError):
 
 
 class Refused(CallError):
-    """Any other 4xx: a wrong token (401/403), URL or body; retrying cannot help."""
+    """Any other 4xx: a wrong token (401/403), URL or body; or a certificate that does not
+    verify (status 0): retrying cannot help."""
 
 
 class Transient(Exception):
@@ -70,6 +71,7 @@ class Wire:
         self.base = f"{url.rstrip('/')}/workers/{quote(name, safe='')}"
         self._headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
         self._ssl = ssl_context(url, ca_file)
+        self._ca_file = ca_file
         self._http: aiohttp.ClientSession | None = None
         #: The longest pause between retries: the worker sets its heartbeat, so that a
         #: worker whose link came back calls again before its session times out.
@@ -93,6 +95,10 @@ class Wire:
             async with self._http.post(self.base + path, data=data, timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
                 text = await resp.text()
                 status = resp.status
+        except ssl.SSLCertVerificationError as exc:
+            # Not the network: this daemon's certificate does not verify (retrying cannot help).
+            where = f"against {self._ca_file}" if self._ca_file else "against the system's CAs (a private CA needs ca_file / --ca-file)"
+            raise Refused(0, "certificate", f"the certificate of {self.base} does not verify {where}: {exc}") from exc
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise Transient(f"{type(exc).__name__}: {exc}") from exc
         try:
