@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -157,8 +158,10 @@ def http(
     raw: bytes | None = None,
     headers: dict[str, str] | None = None,
     timeout: float = 30,
+    context: ssl.SSLContext | None = None,
 ) -> tuple[int, Any]:
-    """One request; returns (status, parsed JSON or text). Never raises for HTTP errors."""
+    """One request; returns (status, parsed JSON or text). Never raises for HTTP errors.
+    ``context``: the TLS context of an https daemon (a test CA)."""
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
     req = urllib.request.Request(base + path, data=data, method=method)
     if data is not None and raw is None:
@@ -168,7 +171,7 @@ def http(
     for k, v in (headers or {}).items():
         req.add_header(k, v)
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
             status, payload, ctype = resp.status, resp.read(), resp.headers.get("Content-Type", "")
     except urllib.error.HTTPError as exc:
         status, payload, ctype = exc.code, exc.read(), exc.headers.get("Content-Type", "")
@@ -307,6 +310,50 @@ def start_daemon(couch: Couch, dbname: str, tmp_path: Path) -> Iterator[Callable
 @pytest.fixture
 def daemon(start_daemon: Callable[..., Daemon]) -> Daemon:
     return start_daemon()
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A CA, a certificate for 127.0.0.1 and its key; and one of another CA (for mismatches)."""
+    import trustme
+
+    root = tmp_path_factory.mktemp("pki")
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1", "localhost")
+    other = trustme.CA().issue_cert("127.0.0.1")
+    files = {"ca": root / "ca.pem", "cert": root / "cert.pem", "key": root / "key.pem", "other_key": root / "other-key.pem"}
+    ca.cert_pem.write_to_path(str(files["ca"]))
+    for i, blob in enumerate(leaf.cert_chain_pems):
+        blob.write_to_path(str(files["cert"]), append=i > 0)
+    leaf.private_key_pem.write_to_path(str(files["key"]))
+    other.private_key_pem.write_to_path(str(files["other_key"]))
+    return files
+
+
+@pytest.fixture
+def https_daemon(couch: Couch, dbname: str, tmp_path: Path, pki: dict[str, Path]) -> Iterator[Daemon]:
+    """A daemon serving HTTPS with :func:`pki`'s certificate (its clients verify it with ``pki["ca"]``)."""
+    state = tmp_path / "state"
+    port = free_port()
+    env = daemon_env(couch, dbname, state, port, AFTER_TLS_CERT=str(pki["cert"]), AFTER_TLS_KEY=str(pki["key"]))
+    state.mkdir(parents=True)
+    logfile = state / "daemon-stdout.log"
+    with open(logfile, "ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "after", "serve"], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    d = Daemon(f"https://127.0.0.1:{port}", state, env, proc, logfile)
+    context = ssl.create_default_context(cafile=str(pki["ca"]))
+    deadline = time.monotonic() + 30
+    while True:
+        assert proc.poll() is None, d.log()
+        try:
+            if http(d.base, "GET", "/", timeout=1, context=context)[0] == 200 and (state / "token").exists():
+                break
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, f"no HTTPS answer within 30 s:\n{d.log()[-3000:]}"
+        time.sleep(0.1)
+    yield d
+    d.stop(signal.SIGTERM)
 
 
 def executions(path: Path) -> collections.Counter[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -17,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, TESTS, CuttableLink, Daemon, executions, iso_in, tid, wait_until
+from conftest import ROOT, TESTS, CuttableLink, Daemon, executions, http, iso_in, tid, wait_until
+from test_tls import after_cli
 
 from after import timing
 
@@ -48,9 +50,18 @@ def remote(tmp_path: Path) -> Iterator[Callable[..., Remote]]:
     at ``url`` (default: the daemon's own); killed after the test."""
     started: list[Remote] = []
 
-    def start(daemon: Daemon, name: str, *, kind: str = "python", url: str | None = None, concurrency: int = 4, args: tuple[str, ...] = ()) -> Remote:
-        token = tmp_path / f"{name}.token"
-        token.write_text(daemon.token)
+    def start(
+        daemon: Daemon,
+        name: str,
+        *,
+        kind: str = "python",
+        url: str | None = None,
+        concurrency: int = 4,
+        args: tuple[str, ...] = (),
+        token_value: str | None = None,
+    ) -> Remote:
+        token = tmp_path / f"{name}-{len(started)}.token"
+        token.write_text(token_value or daemon.token)
         env = {k: v for k, v in os.environ.items() if not k.startswith("AFTER_")}
         env["PYTHONPATH"] = str(TESTS / "jobs") + os.pathsep + str(ROOT)
         if kind == "python":
@@ -311,8 +322,7 @@ def test_a_job_past_its_timeout_is_stopped_on_the_worker(daemon: Daemon, remote:
 
 
 def test_a_wrong_token_stops_the_worker_saying_so(daemon: Daemon, remote: Callable[..., Remote], tmp_path: Path) -> None:
-    (tmp_path / "wrong").write_text("not-the-token")
-    w = remote(daemon, "bad", args=("--token-file", str(tmp_path / "wrong")))  # the last one counts
+    w = remote(daemon, "bad", token_value="not-the-token")
     assert w.wait_exit() == 1
     assert "401 unauthorized" in w.log()
     assert sessions(daemon, "bad") == []
@@ -360,3 +370,30 @@ def test_a_pending_cancel_does_not_make_the_long_poll_spin(daemon: Daemon) -> No
     assert daemon.api("POST", f"/workers/raw/tasks/{tid(task['id'])}/heartbeat", {"lease": task["lease"]})[1] == {"cancel": True}
     assert daemon.api("POST", f"/workers/raw/tasks/{tid(task['id'])}/finish", {"lease": task["lease"], "status": "canceled"})[1]["status"] == "canceled"
     daemon.api("POST", "/workers/raw/disconnect", {"session": session})
+
+
+def test_python_client_over_https_with_a_worker_token(https_daemon: Daemon, pki: dict[str, Path], remote: Callable[..., Remote], tmp_path: Path) -> None:
+    d, ca = https_daemon, str(pki["ca"])
+    made = after_cli(d, "token", "--worker", "tlsw", AFTER_CA_FILE=ca)
+    assert made.returncode == 0, made.stderr
+    worker_token = made.stdout.split()[0]
+    w = remote(d, "tlsw", token_value=worker_token, args=("--ca-file", ca))
+    context = ssl.create_default_context(cafile=ca)
+
+    def connected_over_tls() -> bool:
+        assert w.proc.poll() is None, w.log()
+        _, body = http(d.base, "GET", "/workers?here=1", token=d.token, context=context)
+        return any(s.get("name") == "tlsw" and s.get("live") for s in body["workers"])
+
+    wait_until(connected_over_tls, 20, "the worker to connect over https")
+    runs = tmp_path / "runs"
+    status, reply = http(d.base, "POST", "/tasks", {"worker": "tlsw", "date": time.time(), "job": job("record", str(runs))}, token=d.token, context=context)
+    assert status == 201, reply
+    wait_until(lambda: http(d.base, "GET", f"/tasks/{tid(reply['id'])}", token=d.token, context=context)[1]["status"] == "done", 15, "the task done")
+    assert executions(runs) == {reply["id"]: 1}
+
+    # The worker token is for worker tlsw only; a daemon whose certificate does not verify is refused.
+    other = remote(d, "someone-else", token_value=worker_token, args=("--ca-file", ca))
+    assert other.wait_exit() == 1 and "403" in other.log(), other.log()
+    untrusted = remote(d, "tlsw", token_value=worker_token)
+    assert untrusted.wait_exit() == 1 and "does not verify against the system's CAs" in untrusted.log(), untrusted.log()

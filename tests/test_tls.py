@@ -1,44 +1,25 @@
 """HTTPS on the REST port (``server.tls_cert``, ``server.tls_key``) and clients that verify
 it (``client.ca_file`` for a private CA). Certificates come from ``trustme``: a CA made
-for the test, and a certificate it signs for 127.0.0.1."""
+for the test, and a certificate it signs for 127.0.0.1 (the ``pki`` and ``https_daemon``
+fixtures of conftest.py, shared with the remote worker client's test)."""
 
 from __future__ import annotations
 
 import json
-import signal
 import ssl
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import trustme
 from conftest import ROOT, Couch, Daemon, daemon_env, wait_until
 
 from after import config, tls
 from after.embedded import free_port
 from after.errors import ConfigError
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A CA, a certificate for 127.0.0.1 and its key; and one of another CA (for mismatches)."""
-    root = tmp_path_factory.mktemp("pki")
-    ca = trustme.CA()
-    leaf = ca.issue_cert("127.0.0.1", "localhost")
-    other = trustme.CA().issue_cert("127.0.0.1")
-    files = {"ca": root / "ca.pem", "cert": root / "cert.pem", "key": root / "key.pem", "other_key": root / "other-key.pem"}
-    ca.cert_pem.write_to_path(str(files["ca"]))
-    for i, blob in enumerate(leaf.cert_chain_pems):
-        blob.write_to_path(str(files["cert"]), append=i > 0)
-    leaf.private_key_pem.write_to_path(str(files["key"]))
-    other.private_key_pem.write_to_path(str(files["other_key"]))
-    return files
 
 
 def get(url: str, ca: Path | None) -> tuple[int, Any]:
@@ -48,30 +29,6 @@ def get(url: str, ca: Path | None) -> tuple[int, Any]:
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
-
-
-@pytest.fixture
-def https_daemon(couch: Couch, dbname: str, tmp_path: Path, pki: dict[str, Path]) -> Iterator[Daemon]:
-    state = tmp_path / "state"
-    port = free_port()
-    env = daemon_env(couch, dbname, state, port, AFTER_TLS_CERT=str(pki["cert"]), AFTER_TLS_KEY=str(pki["key"]))
-    state.mkdir(parents=True)
-    logfile = state / "daemon-stdout.log"
-    with open(logfile, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "after", "serve"], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-    d = Daemon(f"https://127.0.0.1:{port}", state, env, proc, logfile)
-    deadline = time.monotonic() + 30
-    while True:
-        assert proc.poll() is None, d.log()
-        try:
-            if get(d.base + "/", pki["ca"])[0] == 200 and (state / "token").exists():
-                break
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, f"no HTTPS answer within 30 s:\n{d.log()[-3000:]}"
-        time.sleep(0.1)
-    yield d
-    d.stop(signal.SIGTERM)
 
 
 def after_cli(d: Daemon, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
