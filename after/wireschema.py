@@ -30,7 +30,7 @@ class Connect(_Wire):
     concurrency: Annotated[int, Field(ge=1, le=MAX_CONCURRENCY, description="tasks it runs at once")] = 1
     host: Annotated[str | None, Field(min_length=1, max_length=255, description="its host name (default: the caller's address)")] = None
     jobs: Annotated[
-        list[Annotated[str, Field(min_length=1, max_length=200)]] | None, Field(max_length=10_000, description="the jobs it has (shown, not enforced)")
+        list[Annotated[str, Field(min_length=1, max_length=200)]] | None, Field(max_length=1000, description="the jobs it has (shown, not enforced)")
     ] = None
     pid: Annotated[int | None, Field(ge=0, description="its process id (shown)")] = None
     client: Annotated[str | None, Field(max_length=100, description="its library and version (shown)")] = None
