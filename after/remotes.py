@@ -186,7 +186,7 @@ class RemoteWorkers:
             raise Conflict(f"task {task_id}: discarded by this worker already")
         try:
             doc = await asyncio.shield(offer.accepted)
-        except (SessionLost, Exception) as exc:
+        except Exception as exc:  # SessionLost, or the acceptance write failing
             raise Conflict(f"task {task_id}: not accepted: {exc}") from None
         at, left = remote.start_at(doc, time.time())
         until = (doc.get("lease") or {}).get("until")
