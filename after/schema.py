@@ -209,6 +209,17 @@ class TaskFields(_Strict):
     retention: Annotated[Retention | None, Field(description="seconds a finished task is kept (default: `scheduler.retention_days`)")] = None
     overlap: Annotated[Literal["wait", "skip"] | None, Field(description="a cron run due while the previous one runs: `wait` (default) or `skip`")] = None
 
+    # -- schedule controls (issue 16): each control's client fields in its own block --
+    # deps
+
+    # pause
+
+    # notify
+
+    # calendar (jitter, exclude)
+
+    # end of schedule controls
+
 
 def _needs_a_date(fields: TaskFields) -> None:
     if fields.date is None and fields.cron is None:
@@ -270,6 +281,17 @@ class StoredTask(TaskFields):
     runs: list[Any] | None = None
     created: Date | None = None
     updated: Date | None = None
+
+    # -- what After writes for the schedule controls (issue 16) --
+    # deps
+
+    # pause
+
+    # notify
+
+    # calendar / overlap (occurrence, resume)
+
+    # end of schedule controls
 
     @model_validator(mode="after")
     def _check(self) -> StoredTask:
