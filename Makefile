@@ -12,8 +12,10 @@ STAMP     := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 PYTEST_ARGS ?=
 # Test processes (pytest-xdist; each file stays in one, so its shared daemons are shared):
-# the tests mostly wait on real daemons and CouchDB, so two halve the time on two cores.
-TEST_JOBS ?= 2
+# the tests mostly wait on real daemons and CouchDB, so three keep two cores busy. Files go
+# out longest first (tests/slowfirst.py); --no-loadscope-reorder keeps that order (xdist
+# would otherwise reorder files by their number of tests, not their time).
+TEST_JOBS ?= 3
 
 .PHONY: all setup run test lint bench install uninstall clean distclean help browser
 
@@ -60,7 +62,7 @@ run: setup
 	$(VPY) -P -m after serve
 
 test: setup browser
-	$(VPY) -m pytest -n $(TEST_JOBS) --dist loadfile $(PYTEST_ARGS)
+	$(VPY) -m pytest -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 # Debian's Chromium for the browser UI tests (tests/test_ui.py, driven by Playwright; its own
 # browser download is never used). Installed only when no working Chromium is found, and only
