@@ -53,7 +53,12 @@ TASK = {
         "result": {},
         "error": {"type": ["object", "null"]},
         "history": {"type": "array", "items": HISTORY_ENTRY},
-        "next_runs": {"type": "array", "items": {"type": "string"}},
+        "next_runs": {"type": "array", "items": {"type": "string"}, "description": "a cron task's next five run times (jitter applied)"},
+        "next_occurrences": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "the nominal cron occurrences of `next_runs` (before jitter; excluded days skipped)",
+        },
         "notice": {"type": "string"},
     },
 }
