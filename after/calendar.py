@@ -156,15 +156,26 @@ def nominal_of(task: Mapping[str, Any]) -> datetime | None:
     """The nominal occurrence the task's ``date`` stands for: its ``occurrence`` when the
     ``date`` is that occurrence placed (a client's reschedule moves ``date`` and so drops it),
     else the ``date`` itself; None when the date does not parse."""
+    return _occurrence(task) or timing.due_at(task)
+
+
+def _occurrence(task: Mapping[str, Any]) -> datetime | None:
+    """``occurrence`` when it still stands for ``date`` (``date`` is it placed), else None."""
     due = timing.due_at(task)
     raw = task.get("occurrence")
     if due is None or raw is None:
-        return due
+        return None
     try:
         nominal = timing.parse_date(raw, field="occurrence")
     except InvalidInput:
-        return due
-    return nominal if timing.fmt(place(task, nominal).date) == timing.fmt(due) else due
+        return None
+    return nominal if timing.fmt(place(task, nominal).date) == timing.fmt(due) else None
+
+
+def run_fields(task: Mapping[str, Any]) -> dict[str, str]:
+    """What a record in ``runs`` adds for a jittered run: the nominal occurrence it ran for."""
+    nominal = _occurrence(task)
+    return {"occurrence": timing.fmt(nominal)} if nominal is not None and task.get("jitter") else {}
 
 
 def upcoming(task: Mapping[str, Any], after: datetime, count: int = 5) -> list[Placed]:

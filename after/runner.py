@@ -573,7 +573,8 @@ class Runner:
         status = model.DONE if outcome == "done" else model.ERR
         if doc.get("cron"):
             runs = list(doc.get("runs") or [])
-            runs.append({"date": doc.get("date"), "started": timing.fmt(started), "finished": doc["finished"], "status": status, "error": error})
+            run = {"date": doc.get("date"), "started": timing.fmt(started), "finished": doc["finished"], "status": status, "error": error}
+            runs.append({**run, **calendar.run_fields(doc)})
             doc["runs"] = runs[-self.settings.scheduler_runs_limit :]
         if outcome == "fail" and timing.can_retry(doc) and error and error.get("reason") != "unknown_job" and error.get("retryable") is not False:
             delay = timing.retry_delay(doc.get("retry") or {}, int(doc.get("attempts") or 1), rand=self.rand)
