@@ -227,3 +227,12 @@ def test_recovered_and_finished_cron_tasks_get_placed_dates() -> None:
     fields = calendar.place(doc, nxt).fields()
     assert fields["occurrence"] == "2026-12-03T09:00:00.000Z"
     assert t(fields["date"]) - t(fields["occurrence"]) == timedelta(seconds=calendar.offset("task:p", nxt, 600))
+
+
+def test_a_jobs_context_names_the_nominal_occurrence() -> None:
+    from after.jobs import TaskContext
+
+    doc = stored(cron="0 9 * * *", jitter=600)
+    doc.update(calendar.place(doc, t("2026-12-02T09:00:00Z")).fields())
+    assert TaskContext(task=doc, worker="w").occurrence == t("2026-12-02T09:00:00Z")
+    assert TaskContext(task=stored(date="2026-12-02T09:00:00Z"), worker="w").occurrence is None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 from conftest import CLIENT_PASSWORD, CLIENT_USER, Couch, Daemon, tid, wait_until
 
 from after import calendar, timing
+from after.jobs import TaskContext
 from after.scheduler import connect
 
 
@@ -127,3 +129,21 @@ async def test_python_module_schedules_with_jitter_and_exclusions(couch: Couch, 
     assert occ.astimezone(timing.zone("America/New_York")).date().isoformat() != "2031-03-09"
     assert timing.parse_date(stored["date"]) == occ + timedelta(seconds=calendar.offset(doc["_id"], occ, 600))
     assert stored["jitter"] == 600 and stored["exclude"] == ["2031-03-09"]
+
+
+async def test_a_jittered_job_sees_its_nominal_occurrence(couch: Couch, dbname: str) -> None:
+    seen: list[tuple[datetime | None, float]] = []
+
+    async def occ(ctx: TaskContext) -> None:
+        seen.append((ctx.occurrence, time.time()))
+
+    async with connect(couch.url_for(), database=dbname, run={"cal": {"occ": occ}}) as after:
+        doc = await after.schedule("cal", "occ", cron="*/2 * * * * *", jitter=1.5)
+        deadline = time.monotonic() + 60
+        while len(seen) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        await after.cancel(doc["_id"])
+    assert len(seen) >= 2
+    for occurrence, at in seen:
+        assert occurrence is not None and occurrence.second % 2 == 0 and occurrence.microsecond == 0
+        assert at >= occurrence.timestamp() + calendar.offset(doc["_id"], occurrence, 1.5) - 0.002
