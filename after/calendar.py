@@ -153,14 +153,19 @@ def place(task: Mapping[str, Any], nominal: datetime) -> Placed:
 
 
 def nominal_of(task: Mapping[str, Any]) -> datetime | None:
-    """The nominal occurrence the task's ``date`` stands for: its ``occurrence`` when the
-    ``date`` is that occurrence placed (a client's reschedule moves ``date`` and so drops it),
-    else the ``date`` itself; None when the date does not parse."""
+    """The nominal occurrence the task's ``date`` stands for (:func:`_occurrence`), else the
+    ``date`` itself; None when the date does not parse."""
     return _occurrence(task) or timing.due_at(task)
 
 
 def _occurrence(task: Mapping[str, Any]) -> datetime | None:
-    """``occurrence`` when it still stands for ``date`` (``date`` is it placed), else None."""
+    """``occurrence`` while it still stands for ``date``, else None.
+
+    It does while ``date`` is that occurrence placed (its jitter), or lies between it and
+    the next occurrence: a retry of the run, or a client's rerun, is the same occurrence.
+    A date moved past the next occurrence (a reschedule to next week) is a new start: the
+    stale ``occurrence`` is ignored, and the next runs follow the new date.
+    """
     due = timing.due_at(task)
     raw = task.get("occurrence")
     if due is None or raw is None:
@@ -169,7 +174,14 @@ def _occurrence(task: Mapping[str, Any]) -> datetime | None:
         nominal = timing.parse_date(raw, field="occurrence")
     except InvalidInput:
         return None
-    return nominal if timing.fmt(place(task, nominal).date) == timing.fmt(due) else None
+    if timing.fmt(place(task, nominal).date) == timing.fmt(due):
+        return nominal
+    if due < nominal or not task.get("cron"):
+        return None
+    try:
+        return nominal if due < next_nominal(task, nominal) else None
+    except InvalidInput:
+        return nominal  # no occurrence after it: the date can only stand for this one
 
 
 def run_fields(task: Mapping[str, Any]) -> dict[str, str]:

@@ -166,8 +166,14 @@ def test_nominal_of_uses_occurrence_only_while_date_is_its_placement() -> None:
     placed = calendar.place(tk, t("2026-12-02T09:00:00Z"))
     doc = {**tk, **placed.fields()}
     assert calendar.nominal_of(doc) == t("2026-12-02T09:00:00Z")
-    # a client's reschedule moved the date: the stale occurrence is not used
+    # a client's reschedule moved the date past the next occurrence: the stale occurrence is not used
     assert calendar.nominal_of({**doc, "date": "2026-12-10T12:00:00Z"}) == t("2026-12-10T12:00:00Z")
+    # a retry (or a rerun) before the next occurrence is the same occurrence
+    assert calendar.nominal_of({**doc, "date": "2026-12-02T09:30:00Z"}) == t("2026-12-02T09:00:00Z")
+    assert calendar.nominal_of({**doc, "date": "2026-12-03T08:59:59Z"}) == t("2026-12-02T09:00:00Z")
+    assert calendar.nominal_of({**doc, "date": "2026-12-03T09:00:00Z"}) == t("2026-12-03T09:00:00Z")
+    # and a date before its occurrence does not stand for it
+    assert calendar.nominal_of({**doc, "date": "2026-12-02T08:00:00Z"}) == t("2026-12-02T08:00:00Z")
     assert calendar.nominal_of({**doc, "occurrence": "junk"}) == placed.date
     assert calendar.nominal_of({**tk, "date": "2026-12-10T12:00:00Z"}) == t("2026-12-10T12:00:00Z")
 
@@ -236,3 +242,14 @@ def test_a_jobs_context_names_the_nominal_occurrence() -> None:
     doc.update(calendar.place(doc, t("2026-12-02T09:00:00Z")).fields())
     assert TaskContext(task=doc, worker="w").occurrence == t("2026-12-02T09:00:00Z")
     assert TaskContext(task=stored(date="2026-12-02T09:00:00Z"), worker="w").occurrence is None
+
+
+def test_a_retried_occurrence_keeps_its_occurrence_and_the_next_run_follows_it() -> None:
+    """misfire ``run``: a run retried 20 minutes later is still the 09:00 occurrence; after
+    it, the next is the 10:00 one (not the first after the retry)."""
+    tk = stored(cron="0 * * * *", jitter=60, exclude=["2026-12-03"])
+    doc = {**tk, **calendar.place(tk, t("2026-12-02T09:00:00Z")).fields(), "date": "2026-12-02T09:20:00.000Z"}
+    assert calendar.run_fields(doc) == {"occurrence": "2026-12-02T09:00:00.000Z"}
+    assert timing.next_after_run(doc, started=t("2026-12-02T09:20:00Z")) == t("2026-12-02T10:00:00Z")
+    last = {**doc, **calendar.place(tk, t("2026-12-02T23:00:00Z")).fields()}
+    assert timing.next_after_run(last, started=t("2026-12-02T23:00:30Z")) == t("2026-12-04T00:00:00Z")
