@@ -746,7 +746,7 @@ class Scheduler:
         late = f"missed: due {doc.get('date')}, more than its grace late"
         if action.next_date is not None:
             runs = list(doc.get("runs") or [])
-            runs.append({"date": doc.get("date"), "status": "missed"})
+            runs.append({"date": doc.get("date"), "status": "missed", **calendar.run_fields(doc)})
             doc["runs"] = runs[-self.settings.scheduler_runs_limit :]
             doc.update(calendar.place(doc, action.next_date).fields())
             return model.set_status(doc, model.RESCHEDULE, self.daemon_id, now, limit=limit, reason=late)

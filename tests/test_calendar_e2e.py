@@ -147,3 +147,29 @@ async def test_a_jittered_job_sees_its_nominal_occurrence(couch: Couch, dbname: 
     for occurrence, at in seen:
         assert occurrence is not None and occurrence.second % 2 == 0 and occurrence.microsecond == 0
         assert at >= occurrence.timestamp() + calendar.offset(doc["_id"], occurrence, 1.5) - 0.002
+
+
+def test_a_missed_jittered_occurrence_is_recorded_and_the_next_is_placed(daemon: Daemon, couch: Couch, dbname: str) -> None:
+    """misfire ``skip``: an occurrence found too late is recorded ``missed`` with its nominal
+    time, and the task moves to the next occurrence after now, jittered, not on an excluded day."""
+    daemon.start_worker("w")
+    now = datetime.now(UTC)
+    yesterday = (now - timedelta(days=1)).replace(hour=9, minute=0, second=0, microsecond=0)
+    tomorrow = (now + timedelta(days=1)).date().isoformat()
+    doc: dict[str, Any] = {
+        "_id": "task:missed-cal", "type": "task", "worker": "w", "status": "waiting", "job": "noop",
+        "cron": "0 9 * * *", "jitter": 600, "exclude": [tomorrow], "misfire": {"policy": "skip", "grace": 1},
+    }  # fmt: skip
+    doc.update(calendar.place(doc, yesterday).fields())
+
+    async def write() -> None:
+        async with couch.store(dbname, user=CLIENT_USER, password=CLIENT_PASSWORD) as store:
+            await store.put(dict(doc))
+
+    asyncio.run(write())
+    wait_until(lambda: daemon.task("task:missed-cal")["status"] == "reschedule", 60, "the missed occurrence")
+    got = daemon.task("task:missed-cal")
+    assert got["runs"] == [{"date": doc["date"], "status": "missed", "occurrence": timing.fmt(yesterday)}]
+    expected = calendar.next_nominal(doc, timing.parse_date(got["history"][-1]["at"]))  # after the scheduler's now
+    assert timing.parse_date(got["occurrence"]) == expected and expected.date().isoformat() != tomorrow
+    assert got["date"] == calendar.place(doc, expected).fields()["date"]

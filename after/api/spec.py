@@ -39,7 +39,7 @@ HISTORY_ENTRY = {
 }
 TASK = {
     "type": "object",
-    "description": "The task document as stored in CouchDB (see the README's schema), plus computed `next_runs` and `notice`",
+    "description": "The task document as stored in CouchDB (see the README's schema), plus computed `next_runs`, `next_occurrences` and `notice`",
     "required": ["_id", "_rev", "type", "status"],
     "properties": {
         "_id": {"type": "string"},
