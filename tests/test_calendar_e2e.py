@@ -119,6 +119,13 @@ def test_cli_adds_and_shows_jitter_and_exclusions(daemon: Daemon) -> None:
     assert bad.returncode == 1 and "exclude[0]" in bad.stderr and "ends before it starts" in bad.stderr and "422" in bad.stderr
     oneshot = daemon.cli("task", "add", "w", "noop", "--jitter", "5", check=False)
     assert oneshot.returncode == 1 and "jitter: only meaningful with cron" in oneshot.stderr
+    # over REST: the error names the field, nothing is stored
+    status, body = daemon.api("POST", "/tasks", {"id": "never", "worker": "w", "job": "noop", "cron": "0 9 * * *", "exclude": ["2000-01-01/2999-12-31"]})
+    assert status == 422 and body["field"] == "exclude" and "no run" in body["message"], body
+    nine = {"worker": "w", "job": "noop", "cron": "0 9 * * *"}
+    status, body = daemon.api("POST", "/tasks", [nine, {**nine, "exclude": [7]}])
+    assert status == 400 and body["field"] == "[1].exclude[0]", body
+    assert daemon.api("GET", "/tasks/task:never")[0] == 404
 
 
 async def test_python_module_schedules_with_jitter_and_exclusions(couch: Couch, dbname: str) -> None:
