@@ -64,6 +64,8 @@ def task() -> None:
 @click.option("--priority", type=int, default=None, help="Higher first among tasks due in the same second.")
 @click.option("--timeout", type=float, default=None, help="Seconds before the job is killed.")
 @click.option("--retry", type=int, default=None, help="Retries after a failure.")
+@click.option("--jitter", type=float, default=None, help="Cron only: delay each occurrence by up to S seconds (the same on every daemon).")
+@click.option("--exclude", multiple=True, metavar="DATE|RANGE", help="Cron only: no run on this day or inclusive range (YYYY-MM-DD[/YYYY-MM-DD]); repeatable.")
 @click.option("--id", "task_id", default=None, help="The task's id (default: a new uuid).")
 @click.option("--kwargs", "kwargs_json", default=None, help="Keyword arguments as a JSON object.")
 @click.option("--json-args", is_flag=True, help="Parse each argument as JSON (numbers, lists...).")
@@ -80,6 +82,8 @@ def add(
     priority: int | None,
     timeout: float | None,
     retry: int | None,
+    jitter: float | None,
+    exclude: tuple[str, ...],
     task_id: str | None,
     kwargs_json: str | None,
     json_args: bool,
@@ -92,9 +96,12 @@ def add(
     except ValueError as exc:
         raise click.BadParameter(f"not JSON: {exc}") from None
     body: dict[str, Any] = {"worker": worker, "job": {"name": job, "arguments": args, "kwargs": kwargs}}
-    for key, value in (("id", task_id), ("cron", cron), ("timezone", timezone), ("priority", priority), ("timeout", timeout), ("retry", retry)):
+    given = (("id", task_id), ("cron", cron), ("timezone", timezone), ("priority", priority), ("timeout", timeout), ("retry", retry), ("jitter", jitter))
+    for key, value in given:
         if value is not None:
             body[key] = value
+    if exclude:
+        body["exclude"] = list(exclude)
     if date is not None:
         body["date"] = _date(date)
     elif cron is None:
@@ -144,7 +151,7 @@ def ls(
 @_json_flag("JSON output (what show always prints).")
 @click.pass_context
 def show(ctx: click.Context, task_id: str, as_json: bool) -> None:
-    """Print one task as stored (JSON), with next_runs and notice."""
+    """Print one task as stored (JSON), with next_runs (jitter applied), next_occurrences and notice."""
     out_json(_api(ctx).request("GET", _path(task_id)))
 
 

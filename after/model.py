@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from after import schema, timing
+from after import calendar, schema, timing
 from after.errors import InvalidInput
 
 WAITING = "waiting"
@@ -93,13 +93,20 @@ def new_task(body: Any, *, now: datetime, by: str = "api", history_limit: int = 
     """Build a stored task document from user input (:class:`after.schema.TaskInput`), or
     raise InvalidInput naming the field."""
     fields = schema.task_input(body)
+    task_id = _task_id(fields.id_ if fields.id_ is not None else fields.id)
+    placed = None
+    if fields.cron is not None:
+        # The first occurrence after now (jittered, not on an excluded day); computed even
+        # with a given date, so exclusions that leave no run are refused now.
+        cal = {"_id": task_id, "cron": fields.cron, "timezone": fields.timezone, "jitter": fields.jitter, "exclude": fields.exclude}
+        placed = calendar.first(cal, now)
     if fields.date is not None:
         due = fields.date
     else:
-        assert fields.cron is not None  # TaskInput requires one of the two
-        due = timing.fmt(timing.next_cron(fields.cron, now, tz=fields.timezone))
+        assert placed is not None  # TaskInput requires a date or a cron
+        due = timing.fmt(placed.date)
     doc: dict[str, Any] = {
-        "_id": _task_id(fields.id_ if fields.id_ is not None else fields.id),
+        "_id": task_id,
         "type": "task",
         **schema.normal_fields(fields),
         "date": due,
@@ -119,6 +126,11 @@ def new_task(body: Any, *, now: datetime, by: str = "api", history_limit: int = 
         doc["retention"] = fields.retention
     if fields.overlap is not None:
         doc["overlap"] = fields.overlap
+    for key in ("jitter", "exclude"):  # calendar
+        if getattr(fields, key) is not None:
+            doc[key] = getattr(fields, key)
+    if placed is not None and fields.date is None:
+        doc["occurrence"] = timing.fmt(placed.occurrence)
     add_history(doc, WAITING, by, now, limit=history_limit)
     return doc
 

@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from after import model, quorum, timing, triage
+from after import calendar, model, quorum, timing, triage
 from after.bulkwriter import BulkWriter
 from after.config import Settings
 from after.errors import AfterError, Conflict, InvalidInput, NotFound, Uncertain
@@ -573,7 +573,8 @@ class Runner:
         status = model.DONE if outcome == "done" else model.ERR
         if doc.get("cron"):
             runs = list(doc.get("runs") or [])
-            runs.append({"date": doc.get("date"), "started": timing.fmt(started), "finished": doc["finished"], "status": status, "error": error})
+            run = {"date": doc.get("date"), "started": timing.fmt(started), "finished": doc["finished"], "status": status, "error": error}
+            runs.append({**run, **calendar.run_fields(doc)})
             doc["runs"] = runs[-self.settings.scheduler_runs_limit :]
         if outcome == "fail" and timing.can_retry(doc) and error and error.get("reason") != "unknown_job" and error.get("retryable") is not False:
             delay = timing.retry_delay(doc.get("retry") or {}, int(doc.get("attempts") or 1), rand=self.rand)
@@ -586,7 +587,7 @@ class Runner:
             # does not exist): this run's outcome is kept in ``runs``, the task ends.
             return triage.ended_invalid(doc, exc.message, exc.field, by=self.by, now=now, limit=self._limit())
         if nxt is not None:
-            doc["date"] = timing.fmt(nxt)
+            doc.update(calendar.place(doc, nxt).fields())
             doc["attempts"] = 0
             return model.set_status(doc, model.RESCHEDULE, self.by, now, limit=self._limit(), reason=f"cron run {status}")
         return model.set_status(doc, status, self.by, now, limit=self._limit())

@@ -45,7 +45,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from after import catchup, model, quorum, timing, triage
+from after import calendar, catchup, model, quorum, timing, triage
 from after.config import Settings
 from after.dispatch import Dispatcher, LocalDispatcher, NoDispatcher
 from after.errors import AfterError, Forbidden, InvalidInput, NotFound, StoreUnavailable, Uncertain
@@ -736,7 +736,7 @@ class Scheduler:
         if out.get("cron"):
             nxt = timing.next_after_run(out, started=now)
             if nxt is not None:
-                out["date"] = timing.fmt(nxt)
+                out.update(calendar.place(out, nxt).fields())
                 out["attempts"] = 0
                 return model.set_status(out, model.RESCHEDULE, self.daemon_id, now, limit=limit, reason=reason)
         return model.set_status(out, model.ERR, self.daemon_id, now, limit=limit, reason=reason)
@@ -746,9 +746,9 @@ class Scheduler:
         late = f"missed: due {doc.get('date')}, more than its grace late"
         if action.next_date is not None:
             runs = list(doc.get("runs") or [])
-            runs.append({"date": doc.get("date"), "status": "missed"})
+            runs.append({"date": doc.get("date"), "status": "missed", **calendar.run_fields(doc)})
             doc["runs"] = runs[-self.settings.scheduler_runs_limit :]
-            doc["date"] = timing.fmt(action.next_date)
+            doc.update(calendar.place(doc, action.next_date).fields())
             return model.set_status(doc, model.RESCHEDULE, self.daemon_id, now, limit=limit, reason=late)
         doc["error"] = error_info("missed", message=late)
         return model.set_status(doc, model.ERR, self.daemon_id, now, limit=limit)

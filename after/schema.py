@@ -17,6 +17,7 @@ never fires, an unknown zone) naming the field, e.g. ``retry.max`` or ``job.name
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
@@ -32,7 +33,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from after import timing
+from after import calendar, timing
 from after.errors import InvalidInput, Unprocessable
 
 # -- bounds -------------------------------------------------------------------------------------
@@ -49,6 +50,9 @@ MAX_RETENTION = 10 * 365 * 86400.0
 MAX_RETRIES = 1000
 #: Priority range (higher first among tasks due in the same second).
 MAX_PRIORITY = 1_000_000
+#: ``jitter`` (seconds) and ``exclude`` (items): :mod:`after.calendar`'s bounds.
+MAX_JITTER = calendar.MAX_JITTER
+MAX_EXCLUDE = calendar.MAX_EXCLUDE
 #: Tasks a worker runs at once.
 MAX_CONCURRENCY = 1000
 
@@ -95,12 +99,22 @@ def _cron(value: str) -> str:
         raise _problem(exc) from None
 
 
-def _zone(value: str) -> str:
-    try:
-        timing.zone(value)
-    except InvalidInput as exc:
-        raise _problem(exc) from None
-    return value
+def _keeps(check: Callable[[str], object]) -> Callable[[str], str]:
+    """A validator that keeps the value when ``check`` accepts it, else a field error of its message."""
+
+    def validate(value: str) -> str:
+        try:
+            check(value)
+        except InvalidInput as exc:
+            raise _problem(exc) from None
+        return value
+
+    return validate
+
+
+_zone = _keeps(timing.zone)
+#: One item of ``exclude``: a day or an inclusive range of days (:func:`after.calendar.parse_item`).
+_exclude_item = _keeps(calendar.parse_item)
 
 
 #: A date in any accepted form; validated to the one stored form (UTC, ms, ``Z``).
@@ -217,6 +231,21 @@ class TaskFields(_Strict):
     # notify
 
     # calendar (jitter, exclude)
+    jitter: Annotated[
+        Annotated[float, Field(gt=0, le=MAX_JITTER, allow_inf_nan=False)] | None,
+        Field(
+            description="seconds: each cron occurrence runs a delay in [0, jitter) after its time, "
+            "the same on every daemon (from the task id and the occurrence); only with cron"
+        ),
+    ] = None
+    exclude: Annotated[
+        Annotated[list[Annotated[str, AfterValidator(_exclude_item)]], Field(max_length=MAX_EXCLUDE)] | None,
+        Field(
+            description="days (`YYYY-MM-DD`) or inclusive ranges (`YYYY-MM-DD/YYYY-MM-DD`) of the task's timezone "
+            "with no cron occurrence (at most 1000); only with cron; 422 if none is left in 10 years",
+            examples=[["2026-12-25", "2026-12-31/2027-01-01"]],
+        ),
+    ] = None
 
     # end of schedule controls
 
@@ -227,6 +256,14 @@ def _needs_a_date(fields: TaskFields) -> None:
     if fields.timezone is not None and fields.cron is None:
         raise PydanticCustomError("unprocessable", "timezone: only meaningful with cron")
     _runs_in_zone(fields)
+    _calendar_needs_cron(fields)
+
+
+def _calendar_needs_cron(fields: TaskFields) -> None:
+    """``jitter`` and ``exclude`` shape cron occurrences: a one-shot task has none."""
+    for name in ("jitter", "exclude"):
+        if getattr(fields, name) is not None and fields.cron is None:
+            raise PydanticCustomError("unprocessable", f"{name}: only meaningful with cron")
 
 
 def _runs_in_zone(fields: TaskFields) -> None:
@@ -290,6 +327,9 @@ class StoredTask(TaskFields):
     # notify
 
     # calendar / overlap (occurrence, resume)
+    occurrence: Annotated[
+        Date | None, Field(description="the cron occurrence (its nominal time, before jitter) that `date` stands for; written by After")
+    ] = None
 
     # end of schedule controls
 
@@ -298,6 +338,7 @@ class StoredTask(TaskFields):
         if self.date is None:
             raise PydanticCustomError("missing_date", "required (ISO 8601 or epoch seconds)")
         _runs_in_zone(self)
+        _calendar_needs_cron(self)
         return self
 
 
@@ -351,7 +392,7 @@ def translate(exc: ValidationError, *, prefix: str = "") -> InvalidInput:
     message = _WORDS.get(first["type"], first["msg"]) or first["msg"]
     if first["type"] == "string_pattern_mismatch" and field.endswith("worker"):
         message = "invalid name (letters, digits, _ . @ -; at most 64)"
-    for name in ("timezone", "cron"):
+    for name in ("timezone", "cron", "jitter", "exclude"):
         if first["type"] == "unprocessable" and message.startswith(name + ": "):
             field, message = (f"{field}.{name}" if field else name), message[len(name) + 2 :]
     if first["type"] not in ("missing", "extra_forbidden", "missing_date", "invalid", "unprocessable"):

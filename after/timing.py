@@ -182,7 +182,7 @@ class Action:
     kind: str  # fire | miss | expire | recover | cancel
     task: Mapping[str, Any]
     reason: str = ""
-    next_date: datetime | None = None  # for miss of a cron task: the next occurrence
+    next_date: datetime | None = None  # for miss of a cron task: the next occurrence (nominal: calendar.place dates it)
 
 
 def due_at(task: Mapping[str, Any]) -> datetime | None:
@@ -298,7 +298,9 @@ def plan(now: datetime, tasks: Iterable[Mapping[str, Any]], *, ahead: float = 0.
             if late > limit:
                 nxt = None
                 if task.get("cron"):
-                    nxt = next_cron(task["cron"], now, tz=task.get("timezone"))
+                    from after import calendar  # builds on this module
+
+                    nxt = calendar.next_nominal(task, now)
                 housekeeping.append(Action("miss", task, reason="missed", next_date=nxt))
                 continue
         fires.append(task)
@@ -315,17 +317,23 @@ def next_after_run(task: Mapping[str, Any], *, started: datetime, finished: date
     is scheduled only when a run ends. An occurrence that came due while the run was
     going runs right after it (``overlap: "wait"``, the default) or is skipped
     (``overlap: "skip"``). Returns None for one-shot tasks, or when past ``expires``.
+
+    Occurrences are nominal (before jitter; excluded days skipped): the one just run is
+    :func:`after.calendar.nominal_of`, and :func:`after.calendar.place` gives the returned
+    one's ``date`` and ``occurrence``.
     """
+    from after import calendar  # builds on this module
+
     expr = task.get("cron")
     if not expr:
         return None
     policy = (task.get("misfire") or {}).get("policy", "run")
-    due = due_at(task) or started
+    due = calendar.nominal_of(task) or started
     base = started if policy in ("coalesce", "skip") else due
     if task.get("overlap") == "skip" and finished is not None:
         # Occurrences that fell while this run was going are skipped, not run late.
         base = max(base, finished)
-    nxt = next_cron(expr, max(base, due), tz=task.get("timezone"))
+    nxt = calendar.next_nominal(task, max(base, due))
     expires = task.get("expires")
     if expires is not None:
         try:

@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from after import __version__, logfiles, model, schema, timing
+from after import __version__, calendar, logfiles, model, schema, timing
 from after.api import EVENTS, EXTRA, REMOTES, SCHEDULER, SETTINGS, STARTED, STORE, SUPERVISOR, TASKS, UI_DIR, events
 from after.api.middleware import ROUTE_RULES, read_json
 from after.errors import AfterError, InvalidInput, NotFound, StoreUnavailable
@@ -229,8 +229,10 @@ def _annotate(request: web.Request, doc: dict[str, Any]) -> dict[str, Any]:
     out = dict(doc)
     if doc.get("cron") and doc.get("status") not in model.TERMINAL:
         try:
-            base = timing.parse_date(doc.get("date")) - timedelta(microseconds=1)
-            out["next_runs"] = [timing.fmt(t) for t in timing.occurrences(doc["cron"], base, tz=doc.get("timezone"), count=5)]
+            base = (calendar.nominal_of(doc) or timing.parse_date(doc.get("date"))) - timedelta(microseconds=1)
+            runs = calendar.upcoming(doc, base, 5)
+            out["next_runs"] = [timing.fmt(p.date) for p in runs]
+            out["next_occurrences"] = [timing.fmt(p.occurrence) for p in runs]
         except AfterError:
             pass
     worker = doc.get("worker")

@@ -39,7 +39,7 @@ HISTORY_ENTRY = {
 }
 TASK = {
     "type": "object",
-    "description": "The task document as stored in CouchDB (see the README's schema), plus computed `next_runs` and `notice`",
+    "description": "The task document as stored in CouchDB (see the README's schema), plus computed `next_runs`, `next_occurrences` and `notice`",
     "required": ["_id", "_rev", "type", "status"],
     "properties": {
         "_id": {"type": "string"},
@@ -53,7 +53,12 @@ TASK = {
         "result": {},
         "error": {"type": ["object", "null"]},
         "history": {"type": "array", "items": HISTORY_ENTRY},
-        "next_runs": {"type": "array", "items": {"type": "string"}},
+        "next_runs": {"type": "array", "items": {"type": "string"}, "description": "a cron task's next five run times (jitter applied)"},
+        "next_occurrences": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "the nominal cron occurrences of `next_runs` (before jitter; excluded days skipped)",
+        },
         "notice": {"type": "string"},
     },
 }

@@ -25,8 +25,10 @@ import inspect
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
+from after import calendar
 from after.errors import ConfigError
 
 log = logging.getLogger("after.jobs")
@@ -86,6 +88,14 @@ class TaskContext:
     @property
     def id(self) -> str:
         return str(self.task["_id"])
+
+    @property
+    def occurrence(self) -> datetime | None:
+        """The cron occurrence this run stands for (its nominal time, before jitter); None for a one-shot task.
+
+        A job that reports on "the day" it runs for needs this, not the clock: a jittered
+        or late run starts after its occurrence, maybe on the next day."""
+        return calendar.nominal_of(self.task) if self.task.get("cron") else None
 
     def progress(self, done: float, total: float | None = None) -> None:
         """Report progress; visible as ``progress`` in the task (``GET /tasks/{id}``)."""

@@ -602,6 +602,7 @@
         ['Timeout', t.timeout != null ? t.timeout + ' s' : null], ['Expires', timeEl(t.expires)],
         ['Retry', !retry ? null : !retry.max ? 'none' : 'up to ' + retry.max + ' × ' + (retry.backoff || 'fixed') + ', delay ' + retry.delay + ' s'],
         ['Misfire', mis ? mis.policy + (mis.grace != null ? ', grace ' + mis.grace + ' s' : '') : null],
+        ...(window.AfterCalendar ? window.AfterCalendar.rows(t, timeEl) : []), // calendar.js: jitter, excluded days
         ['Revision', t._rev],
       ].filter((x) => x[1] != null && x[1] !== '');
       const parts = [], side = []; // side: a second column on wide screens
@@ -621,7 +622,8 @@
       if (t.result != null) parts.push(section('Result', 'task-result-section', code('task-result', json(t.result))));
       if (t.next_runs && t.next_runs.length) {
         side.push(section('Next occurrences', 'task-next-runs-section', h('ol', { 'data-testid': 'task-next-runs' },
-          t.next_runs.map((d) => h('li', {}, timeEl(d), h('span', { class: 'muted' }, ' ' + relTime(d)))))));
+          t.next_runs.map((d, i) => h('li', {}, timeEl(d),
+            h('span', { class: 'muted' }, ' ' + relTime(d) + (window.AfterCalendar ? window.AfterCalendar.runNote(t, i) : '')))))));
       }
       if (t.runs && t.runs.length) { // a cron task's past runs, newest first
         parts.push(section('Past runs', 'task-runs-section', h('div', { class: 'table-wrap' },
