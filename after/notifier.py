@@ -1,0 +1,325 @@
+"""Completion webhooks, the sending: claims deliveries in the task, POSTs them, records them.
+
+Why apart from the tick and the workers: a receiver that hangs or fails must cost neither a
+task's start nor a worker's slot. The daemon hands this module each batch of the ``_changes``
+feed (a scheduler listener, synchronous and cheap: :func:`after.webhooks.pending` on each
+document); everything else happens in its own asyncio tasks, through two bounded queues:
+
+1. *claims*: the task is read again, and the deliveries it calls for are written into its
+   ``deliveries`` (state ``sending``) with the revision read. A conflict means the task
+   changed (a worker's write, another daemon's claim): read again, decide again. So one
+   daemon delivers each outcome, whichever wrote it.
+2. *sends*: ``notify.senders`` at once; each attempt times out after ``notify.timeout``;
+   a connection error, a timeout, 5xx, 408 or 429 is retried after the backoff of
+   :func:`after.webhooks.backoff`, up to ``notify.attempts``. The result (state
+   ``delivered`` or ``failed``, HTTP status, attempts, time, error) is written into the
+   delivery's record, again re-reading on conflict, and never into a task just claimed or
+   accepted (:func:`after.webhooks.writable`).
+
+A queue that is full drops the delivery with a logged warning (and counts it,
+``after_webhook_deliveries_total{outcome="dropped"}``): memory stays bounded.
+
+Deliveries claimed and not yet recorded are kept in ``<state dir>/webhooks.json`` (rewritten
+within a second of a change, and at a clean stop): a restarted daemon sends them again, with
+the same delivery id (a receiver may deduplicate on ``X-After-Delivery``). A daemon that
+crashes within that second, or never comes back, leaves its claims ``sending``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from after import timing, webhooks
+from after.config import Settings
+from after.errors import AfterError, Conflict, NotFound, Uncertain
+from after.store import Store
+
+log = logging.getLogger("after.notifier")
+
+FILENAME = "webhooks.json"
+#: How long a record waits for a task that stays claimed before it is given up (logged).
+RECORD_PATIENCE = 600.0
+#: Bytes of a receiver's answer read (and ignored).
+ANSWER_BYTES = 65536
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Job:
+    """One claimed delivery: the bytes to send, where, and for which task's record."""
+
+    task: str
+    id: str
+    url: str
+    body: str
+    resumed: bool = False
+
+
+class Notifier:
+    """Completion webhooks of one daemon (see the module's docstring)."""
+
+    def __init__(self, store: Store, settings: Settings, *, daemon_id: str, state_path: Path | None, clock: Callable[[], datetime] = utcnow) -> None:
+        self.store = store
+        self.settings = settings
+        self.daemon_id = daemon_id
+        self.clock = clock
+        self.path = state_path / FILENAME if state_path is not None else None
+        #: Deliveries by how they ended: delivered, failed, dropped (``/metrics``).
+        self.counts: dict[str, int] = defaultdict(int)
+        self._claims: asyncio.Queue[str] = asyncio.Queue(maxsize=settings.notify_queue)
+        self._claiming: set[str] = set()
+        self._sends: asyncio.Queue[Job] = asyncio.Queue(maxsize=settings.notify_queue)
+        self._inflight: dict[str, Job] = {}
+        self._dirty = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._session: aiohttp.ClientSession | None = None
+
+    # -- the feed (synchronous, cheap) ----------------------------------------------------
+
+    def observe(self, batch: Iterable[Mapping[str, Any]], seq: Any = None) -> None:
+        """A scheduler listener: queue a claim for each task whose document calls for one."""
+        now = self.clock()
+        for change in batch:
+            doc = change.get("doc")
+            if not isinstance(doc, Mapping) or change.get("deleted"):
+                continue
+            try:
+                due = webhooks.pending(doc, self.settings.notify_hooks, now=now, max_age=self.settings.notify_max_age)
+            except Exception:
+                log.exception("task %s: cannot tell which webhooks its outcome calls for", doc.get("_id"))
+                continue
+            task_id = doc.get("_id")
+            if not due or not isinstance(task_id, str) or task_id in self._claiming:
+                continue
+            if self._claims.full():
+                self._drop(task_id, len(due), "the claim queue is full")
+                continue
+            self._claiming.add(task_id)
+            self._claims.put_nowait(task_id)
+
+    def _drop(self, task_id: str, count: int, why: str) -> None:
+        self.counts["dropped"] += count
+        log.warning("task %s: %d webhook delivery(ies) dropped: %s (notify.queue = %d)", task_id, count, why, self.settings.notify_queue)
+
+    # -- running ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Resume the deliveries of the checkpoint, then claim and send in the background."""
+        if self.settings.notify_hooks and not self.settings.notify_secret:
+            log.warning("notify.hooks are set but notify.secret is not: deliveries go unsigned (no %s header)", webhooks.SIGNATURE)
+        self._session = aiohttp.ClientSession()
+        for job in self._load():
+            if self._sends.full():
+                break
+            self._inflight[job.id] = job
+            self._sends.put_nowait(job)
+        self._tasks = [asyncio.create_task(self._claimer(), name="webhook claims")]
+        self._tasks += [asyncio.create_task(self._sender(), name=f"webhook sender {i}") for i in range(self.settings.notify_senders)]
+        self._tasks.append(asyncio.create_task(self._saver(), name="webhook checkpoint"))
+
+    async def stop(self) -> None:
+        """Stop sending; what is claimed and not recorded stays in the checkpoint."""
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._tasks = []
+        self._save()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # -- claims ----------------------------------------------------------------------------
+
+    async def _claimer(self) -> None:
+        while True:
+            task_id = await self._claims.get()
+            try:
+                await self._claim(task_id)
+            except Exception:
+                log.exception("task %s: claiming its webhook deliveries failed", task_id)
+            finally:
+                self._claiming.discard(task_id)
+
+    async def _claim(self, task_id: str) -> None:
+        deadline = time.monotonic() + RECORD_PATIENCE
+        while time.monotonic() < deadline:
+            try:
+                doc = await self.store.get(task_id)
+            except NotFound:
+                return
+            except AfterError as exc:
+                log.warning("task %s: cannot read it to claim its webhook deliveries (%s); trying again", task_id, exc.message)
+                await asyncio.sleep(2.0)
+                continue
+            now = self.clock()
+            due = webhooks.pending(doc, self.settings.notify_hooks, now=now, max_age=self.settings.notify_max_age)
+            if not due:
+                return  # delivered, or claimed by another daemon
+            if not webhooks.writable(doc, now):
+                await asyncio.sleep(0.5)
+                continue
+            room = self._sends.maxsize - self._sends.qsize()
+            if room < len(due):
+                self._drop(task_id, len(due), "the send queue is full")
+                return
+            out = webhooks.claimed(doc, due, daemon=self.daemon_id, now=now, keep=self.settings.notify_keep)
+            try:
+                await self.store.put(out)
+            except Conflict:
+                continue
+            except Uncertain:
+                pass  # taken by fewer replicas than a cluster's quorum: ours unless a competing edit wins
+            except AfterError as exc:
+                log.warning("task %s: cannot claim its webhook deliveries (%s); trying again", task_id, exc.message)
+                await asyncio.sleep(2.0)
+                continue
+            for d in due:
+                job = Job(task_id, d.id, d.url, webhooks.body(webhooks.payload(doc, d)).decode())
+                self._inflight[d.id] = job
+                self._sends.put_nowait(job)
+            self._dirty = True
+            return
+        log.warning("task %s: its webhook deliveries were not claimed within %gs (the task stayed claimed)", task_id, RECORD_PATIENCE)
+
+    # -- sends -----------------------------------------------------------------------------
+
+    async def _sender(self) -> None:
+        while True:
+            job = await self._sends.get()
+            try:
+                await self._deliver(job)
+            except Exception:
+                log.exception("task %s: webhook delivery %s failed unexpectedly", job.task, job.id)
+
+    async def _deliver(self, job: Job) -> None:
+        s = self.settings
+        if job.resumed and not await self._still_sending(job):
+            self._done(job)
+            return
+        status: int | None = None
+        error: str | None = None
+        attempt = 0
+        for attempt in range(1, s.notify_attempts + 1):
+            status, error = await self._post(job)
+            if webhooks.verdict(status) != "retry" or attempt == s.notify_attempts:
+                break
+            await asyncio.sleep(webhooks.backoff(attempt, base=s.notify_backoff_base, cap=s.notify_backoff_max))
+        state = "delivered" if webhooks.verdict(status) == "ok" else "failed"
+        self.counts[state] += 1
+        if state == "failed":
+            log.warning("task %s: webhook %s failed after %d attempt(s): %s", job.task, job.url, attempt, error)
+        else:
+            log.info("task %s: webhook %s delivered (HTTP %s, %d attempt(s))", job.task, job.url, status, attempt)
+        result = {"state": state, "status": status, "attempts": attempt, "at": timing.fmt(self.clock()), "error": error}
+        await self._record(job, result)
+        self._done(job)
+
+    def _done(self, job: Job) -> None:
+        self._inflight.pop(job.id, None)
+        self._dirty = True
+
+    async def _post(self, job: Job) -> tuple[int | None, str | None]:
+        """One attempt: the answer's status (None: no answer) and what went wrong."""
+        assert self._session is not None
+        data = job.body.encode()
+        head = webhooks.headers(self.settings.notify_secret, data, job.id, int(time.time()))
+        try:
+            async with self._session.post(
+                job.url, data=data, headers=head, timeout=aiohttp.ClientTimeout(total=self.settings.notify_timeout), allow_redirects=False
+            ) as resp:
+                await resp.content.read(ANSWER_BYTES)
+                return resp.status, None if 200 <= resp.status < 300 else f"HTTP {resp.status}"
+        except TimeoutError:
+            return None, f"timeout: no answer within {self.settings.notify_timeout:g}s"
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            return None, f"{type(exc).__name__}: {exc}"[:500]
+
+    async def _still_sending(self, job: Job) -> bool:
+        """A resumed delivery: whether its record still says ``sending`` (a crash may have come
+        between the record and the checkpoint)."""
+        try:
+            doc = await self.store.get(job.task)
+        except NotFound:
+            return False
+        except AfterError:
+            return True
+        return any(isinstance(r, Mapping) and r.get("id") == job.id and r.get("state") == "sending" for r in doc.get("deliveries") or [])
+
+    async def _record(self, job: Job, result: Mapping[str, Any]) -> None:
+        deadline = time.monotonic() + RECORD_PATIENCE
+        while time.monotonic() < deadline:
+            try:
+                doc = await self.store.get(job.task)
+            except NotFound:
+                return
+            except AfterError:
+                await asyncio.sleep(2.0)
+                continue
+            if not webhooks.writable(doc, self.clock()):
+                await asyncio.sleep(0.5)
+                continue
+            out = webhooks.recorded(doc, job.id, result, keep=self.settings.notify_keep)
+            if out is None:
+                return
+            try:
+                await self.store.put(out)
+                return
+            except Uncertain:
+                return  # written, on fewer replicas than a cluster's quorum
+            except Conflict:
+                continue
+            except AfterError:
+                await asyncio.sleep(2.0)
+        log.warning("task %s: the result of webhook delivery %s was not recorded within %gs", job.task, job.id, RECORD_PATIENCE)
+
+    # -- the checkpoint ---------------------------------------------------------------------
+
+    async def _saver(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            if self._dirty:
+                self._save()
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        self._dirty = False
+        data = {"version": 1, "deliveries": [asdict(j) | {"resumed": False} for j in self._inflight.values()]}
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(data))
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            log.warning("cannot write %s: %s", self.path, exc)
+
+    def _load(self) -> list[Job]:
+        if self.path is None or not self.path.exists():
+            return []
+        try:
+            data = json.loads(self.path.read_text())
+            jobs = [Job(str(d["task"]), str(d["id"]), str(d["url"]), str(d["body"]), resumed=True) for d in data.get("deliveries", [])]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            log.warning("ignoring %s: %s", self.path, exc)
+            return []
+        if jobs:
+            log.info("resuming %d webhook delivery(ies) of the last run", len(jobs))
+        return jobs
