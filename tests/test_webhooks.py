@@ -66,7 +66,18 @@ def test_headers_sign_the_exact_body() -> None:
 
 @pytest.mark.parametrize(
     ("status", "verdict"),
-    [(200, "ok"), (204, "ok"), (None, "retry"), (500, "retry"), (503, "retry"), (408, "retry"), (429, "retry"), (400, "give_up"), (404, "give_up"), (301, "give_up")],
+    [
+        (200, "ok"),
+        (204, "ok"),
+        (None, "retry"),
+        (500, "retry"),
+        (503, "retry"),
+        (408, "retry"),
+        (429, "retry"),
+        (400, "give_up"),
+        (404, "give_up"),
+        (301, "give_up"),
+    ],
 )
 def test_verdict(status: int | None, verdict: str) -> None:
     assert webhooks.verdict(status) == verdict
@@ -159,7 +170,7 @@ def test_cron_each_run_once_oldest_first() -> None:
     assert [(d.outcome.status, d.outcome.occurrence) for d in got] == [("done", at(-180)), ("err", at(-60))]
     assert got[1].outcome.latest and got[1].outcome.result == {"n": 1} and got[0].outcome.result is None
     doc = webhooks.claimed(doc, got, daemon="d", now=NOW, keep=20)
-    more = runs + [{"date": at(0), "started": at(0), "finished": at(1), "status": "done", "error": None}]
+    more = [*runs, {"date": at(0), "started": at(0), "finished": at(1), "status": "done", "error": None}]
     doc = dict(doc, runs=more, finished=at(1))
     assert [d.outcome.at for d in webhooks.pending(doc, [], now=NOW + timedelta(seconds=2), max_age=3600)] == [at(1)]
 
