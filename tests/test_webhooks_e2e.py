@@ -12,9 +12,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from conftest import Daemon, iso_in, tid, wait_until
 
 from after import timing, webhooks
-from conftest import Daemon, iso_in, tid, wait_until
 
 SECRET = "test-secret-0123"
 #: Quick retries, so a test does not wait for the production backoff.
@@ -118,7 +118,8 @@ def test_retried_until_delivered_and_recorded(start_daemon: Callable[..., Daemon
     d = start_daemon(**FAST)
     d.start_worker("hooks")
     receiver.fail["/flaky"] = 2
-    task = d.create({"worker": "hooks", "date": iso_in(0), "job": {"name": "echo", "arguments": [7]}, "notify": [{"url": receiver.url("/flaky"), "on": ["done"]}]})
+    hook = {"url": receiver.url("/flaky"), "on": ["done"]}
+    task = d.create({"worker": "hooks", "date": iso_in(0), "job": {"name": "echo", "arguments": [7]}, "notify": [hook]})
     d.wait_status(task["id"], "done", timeout=60)
     wait_until(deliveries_settled(d, task["id"]), 60, "the delivery recorded")
     (record,) = d.task(task["id"])["deliveries"]
