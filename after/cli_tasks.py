@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import click
 
-from after import model
+from after import cli_hooks, model
 from after.cli_api import Api, fail, load_settings, out_json, segment
 
 
@@ -67,6 +67,7 @@ def task() -> None:
 @click.option("--id", "task_id", default=None, help="The task's id (default: a new uuid).")
 @click.option("--kwargs", "kwargs_json", default=None, help="Keyword arguments as a JSON object.")
 @click.option("--json-args", is_flag=True, help="Parse each argument as JSON (numbers, lists...).")
+@cli_hooks.options
 @_json_flag("JSON output: {id, rev, task}.")
 @click.pass_context
 def add(
@@ -83,6 +84,8 @@ def add(
     task_id: str | None,
     kwargs_json: str | None,
     json_args: bool,
+    notify: tuple[str, ...],
+    notify_on: str | None,
     as_json: bool,
 ) -> None:
     """Schedule JOB on WORKER with ARGUMENTS; prints the new task's id."""
@@ -95,6 +98,7 @@ def add(
     for key, value in (("id", task_id), ("cron", cron), ("timezone", timezone), ("priority", priority), ("timeout", timeout), ("retry", retry)):
         if value is not None:
             body[key] = value
+    body.update(cli_hooks.field(notify, notify_on))
     if date is not None:
         body["date"] = _date(date)
     elif cron is None:

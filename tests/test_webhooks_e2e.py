@@ -12,9 +12,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import Daemon, iso_in, tid, wait_until
+from conftest import Couch, Daemon, iso_in, tid, wait_until
 
 from after import timing, webhooks
+from after.scheduler import connect
 
 SECRET = "test-secret-0123"
 #: Quick retries, so a test does not wait for the production backoff.
@@ -226,3 +227,37 @@ def test_delivery_in_flight_resumes_after_restart(start_daemon: Callable[..., Da
     got = receiver.on("/later")
     assert len(got) == 2 and {r["headers"][webhooks.DELIVERY] for r in got} == {record["id"]}
     wait_until(lambda: json.loads((d.state / "webhooks.json").read_text())["deliveries"] == [], 30, "the checkpoint emptied")
+
+
+def test_cli_add_notify_and_show(start_daemon: Callable[..., Daemon], receiver: Receiver) -> None:
+    """``after task add --notify URL --notify-on done``; ``after task show`` has the deliveries."""
+    d = start_daemon(**FAST)
+    d.start_worker("hooks")
+    url = receiver.url("/cli")
+    task_id = d.cli("task", "add", "hooks", "echo", "x", "--notify", url, "--notify", receiver.url("/cli2"), "--notify-on", "done,err").stdout.strip()
+    stored = d.task(task_id)
+    assert stored["notify"] == [{"url": url, "on": ["done", "err"]}, {"url": receiver.url("/cli2"), "on": ["done", "err"]}]
+    d.wait_status(task_id, "done", timeout=60)
+    wait_until(deliveries_settled(d, task_id, 2), 60, "both deliveries recorded")
+    shown = json.loads(d.cli("task", "show", task_id).stdout)
+    assert sorted((r["url"], r["state"], r["status"]) for r in shown["deliveries"]) == [(url, "delivered", 200), (receiver.url("/cli2"), "delivered", 200)]
+    bad = d.cli("task", "add", "hooks", "echo", "--notify", url, "--notify-on", "done,sometimes", check=False)
+    assert bad.returncode == 2 and "--notify-on" in bad.stderr and "sometimes" in bad.stderr
+    bad = d.cli("task", "add", "hooks", "echo", "--notify", "ftp://x.example/h", check=False)
+    assert bad.returncode == 1 and "notify[0].url" in bad.stderr
+
+
+async def test_python_module_notify(start_daemon: Callable[..., Daemon], receiver: Receiver, couch: Couch, dbname: str) -> None:
+    """``after.schedule(..., notify=[...])`` from a program; the daemon delivers it."""
+    d = start_daemon(**FAST)
+    d.start_worker("hooks")
+    async with connect(couch.url_for(), database=dbname) as after:
+        task = await after.schedule("hooks", "echo", args=[1], notify=[{"url": receiver.url("/py"), "on": ["done"]}])
+        done = await after.wait(task["_id"], timeout=60)
+        assert done["status"] == "done"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(r.get("state") == "delivered" for r in (await after.get(task["_id"])).get("deliveries") or []):
+            await asyncio.sleep(0.2)
+        (record,) = (await after.get(task["_id"]))["deliveries"]
+    assert record["state"] == "delivered" and record["status"] == 200
+    assert [r["body"]["task"] for r in receiver.on("/py")] == [task["_id"]]
