@@ -20,9 +20,11 @@ A queue that is full drops the delivery with a logged warning (and counts it,
 ``after_webhook_deliveries_total{outcome="dropped"}``): memory stays bounded.
 
 Deliveries claimed and not yet recorded are kept in ``<state dir>/webhooks.json`` (rewritten
-within a second of a change, and at a clean stop): a restarted daemon sends them again, with
-the same delivery id (a receiver may deduplicate on ``X-After-Delivery``). A daemon that
-crashes within that second, or never comes back, leaves its claims ``sending``.
+within a second of a change, and at a clean stop) with the feed position last seen: a
+restarted daemon sends them again, with the same delivery id (a receiver may deduplicate on
+``X-After-Delivery``), and reads the feed from that position, so that outcomes written while
+it stopped (its workers finish their jobs after its feed has stopped) are delivered too. A
+daemon that crashes within that second, or never comes back, leaves its claims ``sending``.
 """
 
 from __future__ import annotations
@@ -54,6 +56,10 @@ FILENAME = "webhooks.json"
 RECORD_PATIENCE = 600.0
 #: Bytes of a receiver's answer read (and ignored).
 ANSWER_BYTES = 65536
+#: At start, the feed since the last run is read in pages of this many changes, at most
+#: MAX_CATCH_UP changes (beyond, the older outcomes are not delivered: logged).
+CATCH_UP_PAGE = 1000
+MAX_CATCH_UP = 100_000
 
 
 def utcnow() -> datetime:
@@ -89,11 +95,17 @@ class Notifier:
         self._dirty = False
         self._tasks: list[asyncio.Task[None]] = []
         self._session: aiohttp.ClientSession | None = None
+        #: The feed position of the last batch seen: saved, so that the next start reads what
+        #: changed after it (outcomes written while this daemon stopped, e.g. by its workers
+        #: finishing their jobs after the scheduler's feed had stopped).
+        self.seq: Any = None
 
     # -- the feed (synchronous, cheap) ----------------------------------------------------
 
     def observe(self, batch: Iterable[Mapping[str, Any]], seq: Any = None) -> None:
         """A scheduler listener: queue a claim for each task whose document calls for one."""
+        if seq is not None:
+            self.seq = seq
         now = self.clock()
         for change in batch:
             doc = change.get("doc")
@@ -124,12 +136,15 @@ class Notifier:
         if self.settings.notify_hooks and not self.settings.notify_secret:
             log.warning("notify.hooks are set but notify.secret is not: deliveries go unsigned (no %s header)", webhooks.SIGNATURE)
         self._session = aiohttp.ClientSession()
-        for job in self._load():
+        jobs, since = self._load()
+        for job in jobs:
             if self._sends.full():
                 break
             self._inflight[job.id] = job
             self._sends.put_nowait(job)
         self._tasks = [asyncio.create_task(self._claimer(), name="webhook claims")]
+        if since is not None:
+            self._tasks.append(asyncio.create_task(self._catch_up(since), name="webhook catch-up"))
         self._tasks += [asyncio.create_task(self._sender(), name=f"webhook sender {i}") for i in range(self.settings.notify_senders)]
         self._tasks.append(asyncio.create_task(self._saver(), name="webhook checkpoint"))
 
@@ -290,19 +305,51 @@ class Notifier:
                 await asyncio.sleep(2.0)
         log.warning("task %s: the result of webhook delivery %s was not recorded within %gs", job.task, job.id, RECORD_PATIENCE)
 
+    async def _catch_up(self, since: Any) -> None:
+        """Read the feed from the last position this daemon saw (its previous run) to now,
+        deciding on each document as the live feed does; what the live feed brings too is
+        decided twice, to the same effect (claims are revision-checked)."""
+        read, tries = 0, 0
+        while read < MAX_CATCH_UP:
+            try:
+                rows, since, _ = await self.store.changes_page(since, limit=CATCH_UP_PAGE)
+            except AfterError as exc:
+                tries += 1
+                if tries > 10:
+                    log.warning("webhooks: catching up on the feed failed (%s); outcomes written while stopped may go undelivered", exc.message)
+                    return
+                await asyncio.sleep(2.0)
+                continue
+            if not rows:
+                return
+            read += len(rows)
+            self.observe(rows)
+            await asyncio.sleep(0)
+        log.warning("webhooks: more than %d changes since the last run: the older outcomes are not delivered", MAX_CATCH_UP)
+
     # -- the checkpoint ---------------------------------------------------------------------
 
     async def _saver(self) -> None:
+        """Within a second of a claim or a record; every five seconds while only the feed
+        position moves (a crash re-reads at most that much of the feed)."""
+        saved_seq, tick = self.seq, 0
         while True:
             await asyncio.sleep(1.0)
-            if self._dirty:
+            tick += 1
+            if self._dirty or (tick % 5 == 0 and self.seq != saved_seq):
                 self._save()
+                saved_seq = self.seq
 
     def _save(self) -> None:
         if self.path is None:
             return
         self._dirty = False
-        data = {"version": 1, "deliveries": [asdict(j) | {"resumed": False} for j in self._inflight.values()]}
+        data = {
+            "version": 1,
+            "database": self.store.name,
+            "seq": self.seq,
+            "deliveries": [asdict(j) | {"resumed": False} for j in self._inflight.values()],
+        }
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_suffix(".tmp")
@@ -311,15 +358,21 @@ class Notifier:
         except OSError as exc:
             log.warning("cannot write %s: %s", self.path, exc)
 
-    def _load(self) -> list[Job]:
+    def _load(self) -> tuple[list[Job], Any]:
+        """The deliveries in flight at the last stop, and the feed position then (None: none,
+        or the checkpoint is another database's)."""
         if self.path is None or not self.path.exists():
-            return []
+            return [], None
         try:
             data = json.loads(self.path.read_text())
+            if data.get("database") not in (None, self.store.name):
+                log.info("ignoring %s: it is database %s's", self.path, data.get("database"))
+                return [], None
             jobs = [Job(str(d["task"]), str(d["id"]), str(d["url"]), str(d["body"]), resumed=True) for d in data.get("deliveries", [])]
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             log.warning("ignoring %s: %s", self.path, exc)
-            return []
+            return [], None
         if jobs:
             log.info("resuming %d webhook delivery(ies) of the last run", len(jobs))
-        return jobs
+        self.seq = data.get("seq")
+        return jobs, self.seq

@@ -173,8 +173,10 @@ def writable(doc: Mapping[str, Any], now: datetime) -> bool:
     if status == "schedule":
         return False
     if status == "scheduled":
-        at = _time(_last_at(doc, "scheduled"))
-        return at is not None and (now - at).total_seconds() >= SETTLE_SECONDS
+        # Accepted ahead of its due time, a task's lease may be renewed when it starts: settled
+        # once both its acceptance and its due time are SETTLE_SECONDS past.
+        times = [t for t in (_time(_last_at(doc, "scheduled")), _time(doc.get("date"))) if t is not None]
+        return bool(times) and (now - max(times)).total_seconds() >= SETTLE_SECONDS
     return True
 
 

@@ -202,6 +202,12 @@ def test_writable(status: str, accepted_ago: float | None, ok: bool) -> None:
     assert webhooks.writable({"status": status, "history": history}, NOW) is ok
 
 
+def test_not_writable_until_an_early_acceptance_is_due_and_settled() -> None:
+    accepted_early = {"status": "scheduled", "date": at(-5), "history": [{"status": "scheduled", "at": at(-30), "by": "worker:w"}]}
+    assert not webhooks.writable(accepted_early, NOW)
+    assert webhooks.writable(accepted_early, NOW + timedelta(seconds=6))
+
+
 def test_payload() -> None:
     doc = done_task()
     (d,) = webhooks.pending(doc, [], now=NOW, max_age=3600)

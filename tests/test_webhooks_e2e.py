@@ -261,3 +261,19 @@ async def test_python_module_notify(start_daemon: Callable[..., Daemon], receive
         (record,) = (await after.get(task["_id"]))["deliveries"]
     assert record["state"] == "delivered" and record["status"] == 200
     assert [r["body"]["task"] for r in receiver.on("/py")] == [task["_id"]]
+
+
+def test_outcome_written_during_shutdown_is_delivered_after_restart(start_daemon: Callable[..., Daemon], receiver: Receiver) -> None:
+    """A job still running at SIGTERM finishes during the shutdown, after the daemon's feed
+    stopped; the restarted daemon reads the feed from where it left off and delivers it."""
+    d = start_daemon("d0", **FAST)
+    d.start_worker("hooks")
+    task = d.create({"worker": "hooks", "date": iso_in(0), "job": {"name": "hang", "kwargs": {"seconds": 3}}, "notify": [{"url": receiver.url("/drain")}]})
+    d.wait_status(task["id"], "scheduled", timeout=60)
+    assert d.stop() == 0
+    assert receiver.on("/drain") == []
+    again = start_daemon("d0", port=int(d.base.rsplit(":", 1)[1]), state=d.state, **FAST)
+    assert again.task(task["id"])["status"] == "done"
+    wait_until(deliveries_settled(again, task["id"]), 60, "the delivery recorded after the restart")
+    (got,) = receiver.on("/drain")
+    assert got["body"]["task"] == task["id"] and got["body"]["outcome"] == "done" and got["signed"]
