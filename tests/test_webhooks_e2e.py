@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import Couch, Daemon, iso_in, tid, wait_until
+from conftest import CLIENT_PASSWORD, CLIENT_USER, Couch, Daemon, iso_in, tid, wait_until
 
 from after import timing, webhooks
 from after.scheduler import connect
@@ -277,3 +277,20 @@ def test_outcome_written_during_shutdown_is_delivered_after_restart(start_daemon
     wait_until(deliveries_settled(again, task["id"]), 60, "the delivery recorded after the restart")
     (got,) = receiver.on("/drain")
     assert got["body"]["task"] == task["id"] and got["body"]["outcome"] == "done" and got["signed"]
+
+
+async def test_direct_documents(start_daemon: Callable[..., Daemon], receiver: Receiver, couch: Couch, dbname: str) -> None:
+    """A task written straight into CouchDB with ``notify`` is delivered; one whose ``notify``
+    is malformed ends ``err`` (invalid) naming the field, and nothing stops."""
+    d = start_daemon(**FAST)
+    d.start_worker("hooks")
+    base = {"type": "task", "status": "waiting", "worker": "hooks", "job": "echo", "date": iso_in(0)}
+    async with couch.store(dbname, user=CLIENT_USER, password=CLIENT_PASSWORD) as store:
+        await store.put({**base, "_id": "task:direct-hooked", "notify": [{"url": receiver.url("/direct"), "on": ["done"]}]})
+        await store.put({**base, "_id": "task:direct-bad", "notify": [{"url": "gopher://x.example", "on": ["done"]}]})
+    bad = d.wait_status("task:direct-bad", "err", timeout=60)
+    assert bad["error"]["reason"] == "invalid" and bad["error"]["field"] == "notify[0].url", bad["error"]
+    d.wait_status("task:direct-hooked", "done", timeout=60)
+    wait_until(deliveries_settled(d, "task:direct-hooked"), 60, "the direct task's delivery recorded")
+    (got,) = receiver.on("/direct")
+    assert got["body"]["task"] == "task:direct-hooked" and got["signed"]
