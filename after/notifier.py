@@ -36,7 +36,7 @@ import logging
 import os
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -75,6 +75,9 @@ class Job:
     url: str
     body: str
     resumed: bool = False
+    #: What the attempts came to (state, status, attempts, at, error), once they are over:
+    #: a resumed job that has it is only recorded, never sent again.
+    result: dict[str, Any] | None = None
 
 
 class Notifier:
@@ -94,6 +97,10 @@ class Notifier:
         self._inflight: dict[str, Job] = {}
         self._dirty = False
         self._tasks: list[asyncio.Task[None]] = []
+        #: Claims and records under way: each waits (for a settled task, a free store) on its
+        #: own, holding neither the claim queue nor a sender.
+        self._side: set[asyncio.Task[None]] = set()
+        self._io = asyncio.Semaphore(settings.notify_senders)
         self._session: aiohttp.ClientSession | None = None
         #: The feed position of the last batch seen: saved, so that the next start reads what
         #: changed after it (outcomes written while this daemon stopped, e.g. by its workers
@@ -119,7 +126,7 @@ class Notifier:
             task_id = doc.get("_id")
             if not due or not isinstance(task_id, str) or task_id in self._claiming:
                 continue
-            if self._claims.full():
+            if self._claims.full() or len(self._claiming) >= self.settings.notify_queue:
                 self._drop(task_id, len(due), "the claim queue is full")
                 continue
             self._claiming.add(task_id)
@@ -138,10 +145,11 @@ class Notifier:
         self._session = aiohttp.ClientSession()
         jobs, since = self._load()
         for job in jobs:
-            if self._sends.full():
-                break
             self._inflight[job.id] = job
-            self._sends.put_nowait(job)
+            if job.result is not None:
+                self._spawn(self._record_and_forget(job))
+            elif not self._sends.full():
+                self._sends.put_nowait(job)
         self._tasks = [asyncio.create_task(self._claimer(), name="webhook claims")]
         if since is not None:
             self._tasks.append(asyncio.create_task(self._catch_up(since), name="webhook catch-up"))
@@ -150,9 +158,10 @@ class Notifier:
 
     async def stop(self) -> None:
         """Stop sending; what is claimed and not recorded stays in the checkpoint."""
-        for t in self._tasks:
+        every = [*self._tasks, *self._side]
+        for t in every:
             t.cancel()
-        for t in self._tasks:
+        for t in every:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         self._tasks = []
@@ -163,56 +172,68 @@ class Notifier:
 
     # -- claims ----------------------------------------------------------------------------
 
+    def _spawn(self, step: Coroutine[Any, Any, None]) -> None:
+        t = asyncio.create_task(step)
+        self._side.add(t)
+        t.add_done_callback(self._side.discard)
+
     async def _claimer(self) -> None:
         while True:
-            task_id = await self._claims.get()
-            try:
-                await self._claim(task_id)
-            except Exception:
-                log.exception("task %s: claiming its webhook deliveries failed", task_id)
-            finally:
-                self._claiming.discard(task_id)
+            self._spawn(self._claim_and_forget(await self._claims.get()))
+
+    async def _claim_and_forget(self, task_id: str) -> None:
+        try:
+            await self._claim(task_id)
+        except Exception:
+            log.exception("task %s: claiming its webhook deliveries failed", task_id)
+        finally:
+            self._claiming.discard(task_id)
 
     async def _claim(self, task_id: str) -> None:
         deadline = time.monotonic() + RECORD_PATIENCE
         while time.monotonic() < deadline:
-            try:
-                doc = await self.store.get(task_id)
-            except NotFound:
+            async with self._io:
+                wait = await self._claim_once(task_id)
+            if wait is None:
                 return
-            except AfterError as exc:
-                log.warning("task %s: cannot read it to claim its webhook deliveries (%s); trying again", task_id, exc.message)
-                await asyncio.sleep(2.0)
-                continue
-            now = self.clock()
-            due = webhooks.pending(doc, self.settings.notify_hooks, now=now, max_age=self.settings.notify_max_age)
-            if not due:
-                return  # delivered, or claimed by another daemon
-            if not webhooks.writable(doc, now):
-                await asyncio.sleep(0.5)
-                continue
-            room = self._sends.maxsize - self._sends.qsize()
-            if room < len(due):
-                self._drop(task_id, len(due), "the send queue is full")
-                return
-            out = webhooks.claimed(doc, due, daemon=self.daemon_id, now=now, keep=self.settings.notify_keep)
-            try:
-                await self.store.put(out)
-            except Conflict:
-                continue
-            except Uncertain:
-                pass  # taken by fewer replicas than a cluster's quorum: ours unless a competing edit wins
-            except AfterError as exc:
-                log.warning("task %s: cannot claim its webhook deliveries (%s); trying again", task_id, exc.message)
-                await asyncio.sleep(2.0)
-                continue
-            for d in due:
-                job = Job(task_id, d.id, d.url, webhooks.body(webhooks.payload(doc, d)).decode())
-                self._inflight[d.id] = job
-                self._sends.put_nowait(job)
-            self._dirty = True
-            return
+            await asyncio.sleep(wait)  # holding no slot
         log.warning("task %s: its webhook deliveries were not claimed within %gs (the task stayed claimed)", task_id, RECORD_PATIENCE)
+
+    async def _claim_once(self, task_id: str) -> float | None:
+        """One try: None when it is over (claimed, nothing to claim, or dropped), else the
+        seconds to wait before the next (0: at once, after a conflict)."""
+        try:
+            doc = await self.store.get(task_id)
+        except NotFound:
+            return None
+        except AfterError as exc:
+            log.warning("task %s: cannot read it to claim its webhook deliveries (%s); trying again", task_id, exc.message)
+            return 2.0
+        now = self.clock()
+        due = webhooks.pending(doc, self.settings.notify_hooks, now=now, max_age=self.settings.notify_max_age)
+        if not due:
+            return None  # delivered, or claimed by another daemon
+        if not webhooks.writable(doc, now):
+            return 0.5
+        if self._sends.maxsize - self._sends.qsize() < len(due):
+            self._drop(task_id, len(due), "the send queue is full")
+            return None
+        out = webhooks.claimed(doc, due, daemon=self.daemon_id, now=now, keep=self.settings.notify_keep)
+        try:
+            await self.store.put(out)
+        except Conflict:
+            return 0.0
+        except Uncertain:
+            pass  # taken by fewer replicas than a cluster's quorum: ours unless a competing edit wins
+        except AfterError as exc:
+            log.warning("task %s: cannot claim its webhook deliveries (%s); trying again", task_id, exc.message)
+            return 2.0
+        for d in due:
+            job = Job(task_id, d.id, d.url, webhooks.body(webhooks.payload(doc, d)).decode())
+            self._inflight[d.id] = job
+            self._sends.put_nowait(job)
+        self._dirty = True
+        return None
 
     # -- sends -----------------------------------------------------------------------------
 
@@ -243,8 +264,16 @@ class Notifier:
             log.warning("task %s: webhook %s failed after %d attempt(s): %s", job.task, job.url, attempt, error)
         else:
             log.info("task %s: webhook %s delivered (HTTP %s, %d attempt(s))", job.task, job.url, status, attempt)
-        result = {"state": state, "status": status, "attempts": attempt, "at": timing.fmt(self.clock()), "error": error}
-        await self._record(job, result)
+        job.result = {"state": state, "status": status, "attempts": attempt, "at": timing.fmt(self.clock()), "error": error}
+        self._dirty = True
+        self._spawn(self._record_and_forget(job))  # the sender is free for the next delivery
+
+    async def _record_and_forget(self, job: Job) -> None:
+        try:
+            if job.result is not None:
+                await self._record(job, job.result)
+        except Exception:
+            log.exception("task %s: recording webhook delivery %s failed", job.task, job.id)
         self._done(job)
 
     def _done(self, job: Job) -> None:
@@ -281,29 +310,36 @@ class Notifier:
     async def _record(self, job: Job, result: Mapping[str, Any]) -> None:
         deadline = time.monotonic() + RECORD_PATIENCE
         while time.monotonic() < deadline:
-            try:
-                doc = await self.store.get(job.task)
-            except NotFound:
+            async with self._io:
+                wait = await self._record_once(job, result)
+            if wait is None:
                 return
-            except AfterError:
-                await asyncio.sleep(2.0)
-                continue
-            if not webhooks.writable(doc, self.clock()):
-                await asyncio.sleep(0.5)
-                continue
-            out = webhooks.recorded(doc, job.id, result, keep=self.settings.notify_keep)
-            if out is None:
-                return
-            try:
-                await self.store.put(out)
-                return
-            except Uncertain:
-                return  # written, on fewer replicas than a cluster's quorum
-            except Conflict:
-                continue
-            except AfterError:
-                await asyncio.sleep(2.0)
+            await asyncio.sleep(wait)  # holding no slot
         log.warning("task %s: the result of webhook delivery %s was not recorded within %gs", job.task, job.id, RECORD_PATIENCE)
+
+    async def _record_once(self, job: Job, result: Mapping[str, Any]) -> float | None:
+        """One try: None when it is over (written, or no record left to write into), else the
+        seconds to wait before the next (0: at once, after a conflict)."""
+        try:
+            doc = await self.store.get(job.task)
+        except NotFound:
+            return None
+        except AfterError:
+            return 2.0
+        if not webhooks.writable(doc, self.clock()):
+            return 0.5
+        out = webhooks.recorded(doc, job.id, result, keep=self.settings.notify_keep)
+        if out is None:
+            return None
+        try:
+            await self.store.put(out)
+        except Uncertain:
+            return None  # written, on fewer replicas than a cluster's quorum
+        except Conflict:
+            return 0.0
+        except AfterError:
+            return 2.0
+        return None
 
     async def _catch_up(self, since: Any) -> None:
         """Read the feed from the last position this daemon saw (its previous run) to now,
@@ -368,7 +404,8 @@ class Notifier:
             if data.get("database") not in (None, self.store.name):
                 log.info("ignoring %s: it is database %s's", self.path, data.get("database"))
                 return [], None
-            jobs = [Job(str(d["task"]), str(d["id"]), str(d["url"]), str(d["body"]), resumed=True) for d in data.get("deliveries", [])]
+            rows = data.get("deliveries", [])
+            jobs = [Job(str(d["task"]), str(d["id"]), str(d["url"]), str(d["body"]), resumed=True, result=d.get("result") or None) for d in rows]
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             log.warning("ignoring %s: %s", self.path, exc)
             return [], None
