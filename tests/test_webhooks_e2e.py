@@ -168,7 +168,7 @@ def test_hanging_receiver_blocks_nothing(start_daemon: Callable[..., Daemon], re
     for t in later:
         doc = d.wait_status(t["id"], "done", timeout=60)
         lag = (timing.parse_date(doc["started"]) - timing.parse_date(doc["date"])).total_seconds()
-        assert lag < 3.0, f"started {lag:.3f}s late with the senders hanging"
+        assert lag < 10.0, f"started {lag:.3f}s late with the senders hanging (they wait up to 120 s)"
     assert len(receiver.on("/hang")) == 2  # still hanging: nothing else was sent to it
     assert all(r.get("state") == "sending" for t in hanging[:1] for r in d.task(t["id"]).get("deliveries") or [])
 
