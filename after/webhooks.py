@@ -41,6 +41,26 @@ DELIVERY = "X-After-Delivery"
 SETTLE_SECONDS = 10.0
 
 
+#: One entry of a task's ``deliveries``, as ``/openapi.json`` publishes it (the Task schema).
+DELIVERY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "a webhook delivery (written by After)",
+    "properties": {
+        "id": {"type": "string", "description": "the delivery id (the X-After-Delivery header)"},
+        "url": {"type": "string"},
+        "outcome": {"enum": list(OUTCOMES)},
+        "for": {"type": "string", "description": "the time of the outcome it tells of"},
+        "occurrence": {"type": ["string", "null"], "description": "a cron run's nominal time"},
+        "state": {"enum": ["sending", "delivered", "failed"]},
+        "status": {"type": ["integer", "null"], "description": "the HTTP status of the last attempt (null: no answer)"},
+        "attempts": {"type": "integer"},
+        "at": {"type": "string", "description": "when claimed, then when the last attempt ended"},
+        "error": {"type": ["string", "null"]},
+        "daemon": {"type": "string", "description": "the daemon that claimed it"},
+    },
+}
+
+
 @dataclass(frozen=True)
 class Outcome:
     """One final outcome of a task (a cron task: one run's)."""

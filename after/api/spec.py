@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from after import __version__, model, schema, tokens, wireschema
+from after import __version__, model, schema, tokens, webhooks, wireschema
 from after.api.middleware import is_public
 
 ERROR = {
@@ -55,6 +55,7 @@ TASK = {
         "history": {"type": "array", "items": HISTORY_ENTRY},
         "next_runs": {"type": "array", "items": {"type": "string"}},
         "notice": {"type": "string"},
+        "deliveries": {"type": "array", "items": webhooks.DELIVERY_SCHEMA},
     },
 }
 WORKER = {
