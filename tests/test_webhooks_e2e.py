@@ -294,3 +294,17 @@ async def test_direct_documents(start_daemon: Callable[..., Daemon], receiver: R
     wait_until(deliveries_settled(d, "task:direct-hooked"), 60, "the direct task's delivery recorded")
     (got,) = receiver.on("/direct")
     assert got["body"]["task"] == "task:direct-hooked" and got["signed"]
+
+
+def test_canceled_outcome(start_daemon: Callable[..., Daemon], receiver: Receiver) -> None:
+    """A waiting task canceled (acknowledged by the scheduler) tells hooks on ``canceled`` only."""
+    d = start_daemon(**FAST)
+    hooks = [{"url": receiver.url("/canceled"), "on": ["canceled"]}, {"url": receiver.url("/done"), "on": ["done"]}]
+    task = d.create({"worker": "hooks", "date": iso_in(3600), "job": "echo", "notify": hooks})
+    status, _ = d.api("POST", f"/tasks/{tid(task['id'])}/cancel")
+    assert status == 200
+    d.wait_status(task["id"], "canceled", timeout=60)
+    wait_until(deliveries_settled(d, task["id"]), 60, "the canceled delivery recorded")
+    (got,) = receiver.on("/canceled")
+    assert got["body"]["outcome"] == "canceled" and got["body"]["result"] is None and got["signed"]
+    assert receiver.on("/done") == []
