@@ -6,6 +6,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -262,3 +265,11 @@ def test_config_section(tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as exc:
             config.load(file, env={})
         assert named in str(exc.value)
+
+
+def test_a_bad_notify_setting_stops_the_daemon_at_start_naming_it(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AFTER_")}
+    env.update({"AFTER_STATE_DIR": str(tmp_path), "AFTER_CONFIG": str(tmp_path / "none.toml"), "AFTER_NOTIFY_HOOKS": '[{"url": "ftp://x.example"}]'})
+    (tmp_path / "none.toml").write_text("")
+    res = subprocess.run([sys.executable, "-m", "after", "serve"], env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1 and "notify.hooks[0].url" in res.stderr, res.stderr
