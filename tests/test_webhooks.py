@@ -273,3 +273,10 @@ def test_a_bad_notify_setting_stops_the_daemon_at_start_naming_it(tmp_path: Path
     (tmp_path / "none.toml").write_text("")
     res = subprocess.run([sys.executable, "-m", "after", "serve"], env=env, capture_output=True, text=True, timeout=60)
     assert res.returncode == 1 and "notify.hooks[0].url" in res.stderr, res.stderr
+
+
+def test_config_and_schema_agree_on_hooks() -> None:
+    """after.config keeps its own copy (it loads before the schema): the same rules."""
+    from after import schema
+
+    assert config.URL_PATTERN == schema.URL_PATTERN and config.OUTCOMES == schema.OUTCOMES == webhooks.OUTCOMES
