@@ -165,7 +165,8 @@ class Notifier:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         self._tasks = []
-        self._save()
+        if self._session is not None:  # started: a daemon that failed before leaves the last checkpoint as it was
+            self._save()
         if self._session is not None:
             await self._session.close()
             self._session = None
