@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import click
 
-from after import model
+from after import cli_hooks, model
 from after.cli_api import Api, fail, load_settings, out_json, segment
 
 
@@ -69,6 +69,7 @@ def task() -> None:
 @click.option("--id", "task_id", default=None, help="The task's id (default: a new uuid).")
 @click.option("--kwargs", "kwargs_json", default=None, help="Keyword arguments as a JSON object.")
 @click.option("--json-args", is_flag=True, help="Parse each argument as JSON (numbers, lists...).")
+@cli_hooks.options
 @_json_flag("JSON output: {id, rev, task}.")
 @click.pass_context
 def add(
@@ -87,6 +88,8 @@ def add(
     task_id: str | None,
     kwargs_json: str | None,
     json_args: bool,
+    notify: tuple[str, ...],
+    notify_on: str | None,
     as_json: bool,
 ) -> None:
     """Schedule JOB on WORKER with ARGUMENTS; prints the new task's id."""
@@ -102,6 +105,7 @@ def add(
             body[key] = value
     if exclude:
         body["exclude"] = list(exclude)
+    body.update(cli_hooks.field(notify, notify_on))
     if date is not None:
         body["date"] = _date(date)
     elif cron is None:

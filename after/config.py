@@ -12,7 +12,9 @@ a typo in a config file must not silently fall back to a default.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import re
 import secrets
 import tomllib
 from collections.abc import Mapping
@@ -20,6 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from after.errors import ConfigError
+
+#: What a webhook URL looks like and the outcomes one may be for (as in after.schema, which
+#: this module does not import: the settings load before anything else).
+URL_PATTERN = r"^https?://[^\s/?#]+[^\s]*$"
+OUTCOMES = ("done", "err", "canceled")
 
 #: The checkout (or installed tree) this package lives in. ``var/``, ``etc/`` and
 #: ``node_modules/`` are looked up relative to it when not configured.
@@ -91,6 +98,20 @@ class Settings:
     # replaced (between jobs); 0: no ceiling.
     workers_max_memory_mb: float = 1024.0
     workers_autostart: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    # [notify] completion webhooks (after/webhooks.py, after/notifier.py): the HMAC key of the
+    # X-After-Signature header, each attempt's timeout, attempts per delivery and the backoff
+    # between them, the queue bound, how old an outcome may be and still be delivered, the
+    # deliveries kept in a task, and [[notify.hooks]] {url, on} for every task.
+    notify_secret: str = ""
+    notify_timeout: float = 10.0
+    notify_attempts: int = 5
+    notify_backoff_base: float = 1.0
+    notify_backoff_max: float = 60.0
+    notify_queue: int = 1000
+    notify_senders: int = 4
+    notify_max_age: float = 86400.0
+    notify_keep: int = 20
+    notify_hooks: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     # [jobs.NAME] command = "..." : shell jobs declared by the operator
     jobs: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     # where the settings came from, for messages
@@ -147,6 +168,7 @@ class Settings:
         out["server_api_token"] = "***" if self.server_api_token else ""
         out["couchdb_password"] = "***" if self.couchdb_password else ""
         out["couchdb_client_password"] = "***" if self.couchdb_client_password else ""
+        out["notify_secret"] = "***" if self.notify_secret else ""
         out["couchdb_url"] = redact_url(self.couchdb_url)
         return out
 
@@ -167,6 +189,8 @@ _TABLES = {"workers_autostart", "jobs"}
 
 def _coerce(name: str, value: Any, where: str) -> Any:
     """Convert ``value`` to the type of setting ``name``, or raise ConfigError naming it."""
+    if name == "notify_hooks":
+        return _hooks(value, where)
     default = getattr(Settings(), name)
     try:
         if isinstance(default, bool):
@@ -202,6 +226,33 @@ def _coerce(name: str, value: Any, where: str) -> Any:
         kind = type(default).__name__
         raise ConfigError(f"{where}: expected {kind}, got {value!r}") from None
     return value
+
+
+def _hooks(value: Any, where: str) -> list[dict[str, Any]]:
+    """``[[notify.hooks]]`` tables, or their JSON text (``AFTER_NOTIFY_HOOKS``), checked."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else []
+        except ValueError:
+            raise ConfigError(f"{where}: expected a JSON list of {{url, on}}, got {value!r:.80}") from None
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: expected a list of tables [[notify.hooks]], got {value!r:.80}")
+    out = []
+    for i, hook in enumerate(value):
+        at = f"{where}[{i}]"
+        if not isinstance(hook, dict):
+            raise ConfigError(f"{at}: expected a table {{url, on}}, got {hook!r:.80}")
+        unknown = sorted(set(hook) - {"url", "on"})
+        if unknown:
+            raise ConfigError(f"{at}.{unknown[0]}: unknown key (a hook has url and on)")
+        url = hook.get("url")
+        if not isinstance(url, str) or not re.match(URL_PATTERN, url):
+            raise ConfigError(f"{at}.url: expected an http(s) URL, got {url!r:.80}")
+        on = hook.get("on", list(OUTCOMES))
+        if not isinstance(on, list) or not on or any(o not in OUTCOMES for o in on):
+            raise ConfigError(f"{at}.on: expected a non-empty list of {', '.join(OUTCOMES)}, got {on!r:.80}")
+        out.append({"url": url, "on": list(on)})
+    return out
 
 
 def _flatten(data: Mapping[str, Any], source: str) -> dict[str, Any]:
@@ -301,6 +352,21 @@ def validate(s: Settings) -> None:
         raise ConfigError(f"couchdb.url must be an http(s) URL, got {redact_url(s.couchdb_url)!r}")
     if not s.couchdb_database or not s.couchdb_database[0].islower():
         raise ConfigError("couchdb.database must start with a lowercase letter")
+    if not 0 < s.notify_timeout <= 300:
+        raise ConfigError(f"notify.timeout must be > 0 and at most 300 seconds, got {s.notify_timeout:g}")
+    if not 1 <= s.notify_attempts <= 100:
+        raise ConfigError(f"notify.attempts must be 1..100, got {s.notify_attempts}")
+    if not 0 <= s.notify_backoff_base <= s.notify_backoff_max <= 86400:
+        got = f"{s.notify_backoff_base:g} and {s.notify_backoff_max:g}"
+        raise ConfigError(f"notify.backoff_base and notify.backoff_max must satisfy 0 <= base <= max <= 86400, got {got}")
+    if not 1 <= s.notify_queue <= 1_000_000:
+        raise ConfigError(f"notify.queue must be 1..1000000, got {s.notify_queue}")
+    if not 1 <= s.notify_senders <= 100:
+        raise ConfigError(f"notify.senders must be 1..100, got {s.notify_senders}")
+    if s.notify_max_age <= 0:
+        raise ConfigError(f"notify.max_age must be > 0 seconds, got {s.notify_max_age:g}")
+    if not 1 <= s.notify_keep <= 1000:
+        raise ConfigError(f"notify.keep must be 1..1000, got {s.notify_keep}")
     for name, job in s.jobs.items():
         if not isinstance(job.get("command"), str | list):
             raise ConfigError(f'[jobs.{name}] needs command = "..." (a string or a list)')

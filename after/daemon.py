@@ -38,6 +38,7 @@ from after.config import Settings, redact_url
 from after.dispatch import Dispatchers
 from after.embedded import ADMIN, USER, EmbeddedCouch
 from after.errors import AfterError, ConfigError
+from after.notifier import Notifier
 from after.remotes import RemoteWorkers
 from after.scheduler import Scheduler
 from after.store import Store
@@ -142,6 +143,7 @@ class Daemon:
         bg: list[asyncio.Task[Any]] = []
         store: Store | None = None
         registry: registry_mod.Registry | None = None
+        notifier: Notifier | None = None
         try:
             if s.embedded:
                 self.embedded = EmbeddedCouch(s.state_path, binary=s.couchdb_embedded_server or None)
@@ -183,10 +185,13 @@ class Daemon:
                 store, scheduler.daemon_id, describe=describe, interval=s.scheduler_heartbeat_seconds, on_quorum=scheduler.note_quorum, loops=scheduler.loops
             )
             scheduler.registry = registry
+            notifier = Notifier(store, s, daemon_id=scheduler.daemon_id, state_path=s.state_path)
+            scheduler.listeners.append(notifier.observe)  # completion webhooks (after/notifier.py)
             scheduler.catchup = catchup.Catchup(store, s.state_path, ahead=s.scheduler_claim_ahead, window=s.scheduler_window_seconds)
             for observed in (supervisor, remotes):
                 observed.start_observers.append(lambda worker, job, lag: scheduler.fire_lags.append((time.time(), lag)))
-            app = create_app(s, store=store, supervisor=supervisor, scheduler=scheduler, token=token, remotes=remotes, extra={"embedded": self.embedded})
+            extra = {"embedded": self.embedded, "notifier": notifier}
+            app = create_app(s, store=store, supervisor=supervisor, scheduler=scheduler, token=token, remotes=remotes, extra=extra)
             # Workers first: they need nothing of the scheduler or the port, and the daemon is
             # expected to have them back as soon as it answers (GET /workers/NAME, not a 404).
             await supervisor.restore()
@@ -201,6 +206,7 @@ class Daemon:
                 await registry.beat()  # known to the others before the first claim
             except AfterError as exc:
                 await scheduler.loops.failure("heartbeat", exc)  # logged; retried by the heartbeat loop
+            notifier.start()
             await scheduler.start()
             registry.start()
             self._write_pidfile()
@@ -218,6 +224,8 @@ class Daemon:
             # the embedded server is stopped, and workers.json keeps every worker.
             if scheduler is not None:
                 await self._step("stopping the scheduler", scheduler.stop())
+            if notifier is not None:
+                await self._step("stopping the webhooks", notifier.stop())
             # Local and remote workers finish their running jobs side by side (HTTP still
             # answers, for the remote ones' finish calls).
             async def no_remotes() -> None:

@@ -131,6 +131,8 @@ def new_task(body: Any, *, now: datetime, by: str = "api", history_limit: int = 
             doc[key] = getattr(fields, key)
     if placed is not None and fields.date is None:
         doc["occurrence"] = timing.fmt(placed.occurrence)
+    if fields.notify is not None:
+        doc["notify"] = [hook.model_dump() for hook in fields.notify]
     add_history(doc, WAITING, by, now, limit=history_limit)
     return doc
 

@@ -196,6 +196,22 @@ MisfireField = Annotated[
 ]
 
 
+#: Webhooks one task may name, and the outcomes they may be for (after.webhooks).
+MAX_HOOKS = 10
+OUTCOMES = ("done", "err", "canceled")
+URL_PATTERN = r"^https?://[^\s/?#]+[^\s]*$"
+
+
+class NotifyHook(_Strict):
+    """A webhook: After POSTs the outcome, signed (see the README, Completion webhooks)."""
+
+    url: Annotated[str, Field(min_length=8, max_length=2000, pattern=URL_PATTERN, description="http(s) URL the outcome is POSTed to")]
+    on: Annotated[
+        list[Literal["done", "err", "canceled"]],
+        Field(min_length=1, max_length=3, description="the outcomes it is for (default: all three)"),
+    ] = ["done", "err", "canceled"]
+
+
 class TaskFields(_Strict):
     """The fields a client sets. Documented in this order in the README."""
 
@@ -229,6 +245,10 @@ class TaskFields(_Strict):
     # pause
 
     # notify
+    notify: Annotated[
+        list[NotifyHook] | None,
+        Field(max_length=MAX_HOOKS, description="webhooks POSTed (signed) when the task (each run, for cron) ends: [{url, on}], at most 10"),
+    ] = None
 
     # calendar (jitter, exclude)
     jitter: Annotated[
@@ -325,6 +345,7 @@ class StoredTask(TaskFields):
     # pause
 
     # notify
+    deliveries: Annotated[list[Any] | None, Field(description="the last webhook deliveries (written by After)")] = None
 
     # calendar / overlap (occurrence, resume)
     occurrence: Annotated[

@@ -30,7 +30,7 @@ _STORE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 
 
 def install(app: web.Application) -> None:
     """Create the registry and hook the observers; the render function runs at each scrape."""
-    from after.api import REMOTES, SCHEDULER, STORE, SUPERVISOR
+    from after.api import EXTRA, REMOTES, SCHEDULER, STORE, SUPERVISOR
 
     reg = CollectorRegistry()
     app[REGISTRY] = reg
@@ -84,6 +84,13 @@ def install(app: web.Application) -> None:
     remote_sessions = Gauge("after_remote_worker_sessions", "Remote workers' sessions this daemon holds, by worker name", ["worker"], registry=reg)
     remote_shown: set[str] = set()
     seen: dict[str, int] = {}
+    hooks = Counter(
+        "after_webhook_deliveries_total",
+        "Webhook deliveries by how they ended: delivered, failed (attempts used up, or refused), dropped (queue full)",
+        ["outcome"],
+        registry=reg,
+    )
+    hooks_seen: dict[str, int] = {}
 
     async def render() -> bytes:
         try:
@@ -122,6 +129,11 @@ def install(app: web.Application) -> None:
         for name in remote_shown | set(sessions):
             remote_sessions.labels(name).set(sessions.get(name, 0))
         remote_shown.update(sessions)
+        if (notifier := app[EXTRA].get("notifier")) is not None:
+            for outcome in ("delivered", "failed", "dropped"):
+                value = notifier.counts.get(outcome, 0)
+                hooks.labels(outcome).inc(max(0, value - hooks_seen.get(outcome, 0)))
+                hooks_seen[outcome] = value
         return generate_latest(reg)
 
     app[RENDER] = render

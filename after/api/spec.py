@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from after import __version__, model, schema, tokens, wireschema
+from after import __version__, model, schema, tokens, webhooks, wireschema
 from after.api.middleware import is_public
 
 ERROR = {
@@ -60,6 +60,7 @@ TASK = {
             "description": "the nominal cron occurrences of `next_runs` (before jitter; excluded days skipped)",
         },
         "notice": {"type": "string"},
+        "deliveries": {"type": "array", "items": webhooks.DELIVERY_SCHEMA},
     },
 }
 WORKER = {

@@ -635,6 +635,9 @@
               h('td', { class: run.error ? 'err-cell' : 'muted', title: run.error && run.error.message ? run.error.message : '' },
                 run.error ? run.error.message || run.error.reason || 'error' : '—'))))))));
       }
+      // Sections of the schedule controls' own files (hooks.js, ...): each returns one or null.
+      const extra = (typeof window !== 'undefined' && window.AfterUI && window.AfterUI.taskSections) || [];
+      extra.forEach((f) => { const el = f(t, { h, section, timeEl, badge, headRow }); if (el) parts.push(el); });
       if (t.log && t.log.length) {
         const pre = code('task-log', t.log.join('\n'));
         pre.classList.add('log');
