@@ -119,6 +119,8 @@ def new_task(body: Any, *, now: datetime, by: str = "api", history_limit: int = 
         doc["retention"] = fields.retention
     if fields.overlap is not None:
         doc["overlap"] = fields.overlap
+    if fields.paused is not None:
+        doc["paused"] = fields.paused.model_dump()  # created paused: it waits for a resume
     add_history(doc, WAITING, by, now, limit=history_limit)
     return doc
 

@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from after import __version__, model, schema, tokens, wireschema
+from after import __version__, model, pauses, schema, tokens, wireschema
 from after.api.middleware import is_public
 
 ERROR = {
@@ -55,6 +55,7 @@ TASK = {
         "history": {"type": "array", "items": HISTORY_ENTRY},
         "next_runs": {"type": "array", "items": {"type": "string"}},
         "notice": {"type": "string"},
+        "paused": pauses.PAUSED_SCHEMA,
     },
 }
 WORKER = {
@@ -85,6 +86,7 @@ WORKER = {
         "last_heartbeat": {"type": "string", "description": "remote: its last call"},
         "live": {"type": "boolean", "description": "remote: it called within two heartbeat intervals"},
         "sessions": {"type": "array", "items": {"type": "object"}, "description": "remote: every session of this name here"},
+        "paused": {**pauses.PAUSED_SCHEMA, "description": "its name's pause on this database (POST /workers/{name}/pause), or null"},
     },
 }
 DAEMON = {
@@ -115,6 +117,8 @@ SCHEMAS: dict[str, Any] = {
     **wireschema.openapi_schemas(),
     # /tokens (after.tokens).
     **tokens.openapi_schemas(),
+    # pause and resume (after.pauses).
+    **pauses.openapi_schemas(),
     "TaskInputOrList": {
         "oneOf": [
             {"$ref": "#/components/schemas/TaskInput"},
