@@ -110,8 +110,11 @@ def split(tasks: Iterable[T], paused_names: Container[str]) -> tuple[list[T], li
 
 def paused_task(doc: Mapping[str, Any], *, by: str, now: datetime, note: str | None, limit: int) -> dict[str, Any]:
     """``doc`` paused (a new revision), or 409 if it is finished. Already paused: unchanged
-    (the first pause's who/when/why stay). A running task keeps running; its next
-    occurrence (cron) or retry is written with ``paused`` kept, so it does not start."""
+    (the first pause's who/when/why stay). A claimed task not yet accepted by its worker
+    (``schedule``) goes back to ``waiting``. A running one (``scheduled``: accepted, which
+    for a task claimed ahead is up to ``scheduler.claim_ahead`` before its due time) keeps
+    running; its next occurrence (cron) or retry is written with ``paused`` kept, so it
+    does not start."""
     status = doc.get("status")
     if status in model.TERMINAL:
         raise Conflict(f"the task is {status}: a finished task has nothing to pause (reschedule it to run it again)", field="status")
@@ -120,7 +123,13 @@ def paused_task(doc: Mapping[str, Any], *, by: str, now: datetime, note: str | N
         return out
     out["paused"] = info(by, now, note)
     out["updated"] = timing.fmt(now)
-    model.add_history(out, str(status), by, now, limit=limit, reason="paused" + (f": {note}" if note else ""))
+    reason = "paused" + (f": {note}" if note else "")
+    if status == model.SCHEDULE:
+        # Claimed (ahead of its time) but not started: released, no attempt spent; its
+        # worker's acceptance then conflicts and it lets the task go.
+        out.pop("lease", None)
+        return model.set_status(out, model.WAITING, by, now, limit=limit, reason=reason)
+    model.add_history(out, str(status), by, now, limit=limit, reason=reason)
     return out
 
 

@@ -40,6 +40,9 @@ class Pausing:
     by: str
     clock: Callable[[], datetime]
 
+    async def get(self, raw_id: str) -> dict[str, Any]:
+        raise NotImplementedError  # after.service.Tasks
+
     async def _intent(self, raw_id: str, change: Callable[[dict[str, Any]], dict[str, Any]], rev: str | None = None) -> dict[str, Any]:
         raise NotImplementedError  # after.service.Tasks
 
@@ -48,12 +51,22 @@ class Pausing:
         it is finished; already paused, it is returned unchanged."""
         who = by or self.by
         limit = self.settings.scheduler_history_limit
-        return await self._intent(raw_id, lambda doc: pauses.paused_task(doc, by=who, now=self.clock(), note=note, limit=limit), rev)
+
+        def change(doc: dict[str, Any]) -> dict[str, Any]:
+            return pauses.paused_task(doc, by=who, now=self.clock(), note=note, limit=limit)
+
+        current = await self.get(raw_id)
+        if rev in (None, current.get("_rev")) and change(current) == current:
+            return current  # already paused: no new revision for nothing (a finished task: 409)
+        return await self._intent(raw_id, change, rev)
 
     async def resume(self, raw_id: str, *, by: str | None = None, rev: str | None = None) -> dict[str, Any]:
         """Resume a task: overdue, it follows its misfire policy. Not paused: unchanged."""
         who = by or self.by
         limit = self.settings.scheduler_history_limit
+        current = await self.get(raw_id)
+        if not pauses.task_paused(current) and rev in (None, current.get("_rev")):
+            return current
         return await self._intent(raw_id, lambda doc: pauses.resumed_task(doc, by=who, now=self.clock(), limit=limit), rev)
 
     async def worker_pause(self, name: str) -> dict[str, Any] | None:

@@ -52,12 +52,18 @@ def test_split_keeps_order_and_sorts_by_reason() -> None:
     assert (free, by_task, by_worker) == ([a, d], [b], [c])
 
 
-@pytest.mark.parametrize("status", ["waiting", "reschedule", "schedule", "scheduled", "cancel"])
+@pytest.mark.parametrize("status", ["waiting", "reschedule", "scheduled", "cancel"])
 def test_pause_sets_who_when_why_and_keeps_the_status(status: str) -> None:
     out = pauses.paused_task(task(status), by="cli", now=NOW, note="db migration", limit=50)
     assert out["paused"] == {"by": "cli", "at": "2037-03-01T12:00:00.000Z", "note": "db migration"}
     assert out["status"] == status
     assert out["history"][-1] == {"status": status, "at": timing.fmt(NOW), "by": "cli", "reason": "paused: db migration"}
+
+
+def test_a_claimed_task_not_yet_started_is_released() -> None:
+    out = pauses.paused_task(task("schedule", lease={"id": "l1", "daemon": "d", "until": timing.fmt(NOW)}), by="api", now=NOW, note=None, limit=50)
+    assert out["status"] == "waiting" and "lease" not in out and out["paused"]["by"] == "api"
+    assert out["history"][-1]["reason"] == "paused" and pauses.held(out, set()) == "task"
 
 
 @pytest.mark.parametrize("status", sorted(model.TERMINAL))
