@@ -17,6 +17,7 @@ from after import pauses
 from after.api import SCHEDULER, TASKS
 from after.api.middleware import read_json
 from after.api.routes import IF_MATCH, _annotate, if_match, json_resp, ref, route, worker_name
+from after.errors import InvalidInput
 
 #: The ``User-Agent`` prefix of the ``after`` command (:mod:`after.cli_api`).
 CLI_AGENT = "after-cli/"
@@ -24,6 +25,14 @@ CLI_AGENT = "after-cli/"
 
 def who(request: web.Request) -> str:
     return "cli" if request.headers.get("User-Agent", "").startswith(CLI_AGENT) else "api"
+
+
+async def _note(request: web.Request) -> str | None:
+    """The note of an optional ``{"note": ...}`` body; a JSON ``null`` body is no object."""
+    body = await read_json(request, required=False)
+    if body is None and request.body_exists and (await request.read()).strip():
+        raise InvalidInput('body: expected an object {"note": ...} or no body', field="body")
+    return pauses.note_of(body)
 
 
 def _worker_answer(name: str, doc: dict[str, Any] | None) -> web.Response:
@@ -40,7 +49,7 @@ def _worker_answer(name: str, doc: dict[str, Any] | None) -> web.Response:
     responses={"200": json_resp(ref("Task")), "409": json_resp(ref("Error"), "Finished, or a stale If-Match revision")},
 )
 async def pause_task(request: web.Request) -> web.Response:
-    note = pauses.note_of(await read_json(request, required=False))
+    note = await _note(request)
     doc = await request.app[TASKS].pause(request.match_info["id"], note=note, by=who(request), rev=if_match(request))
     request.app[SCHEDULER].observe(doc)
     return web.json_response(_annotate(request, doc))
@@ -70,7 +79,7 @@ async def resume_task(request: web.Request) -> web.Response:
 )
 async def pause_worker(request: web.Request) -> web.Response:
     name = worker_name(request)
-    note = pauses.note_of(await read_json(request, required=False))
+    note = await _note(request)
     doc = await request.app[TASKS].pause_worker(name, note=note, by=who(request))
     request.app[SCHEDULER].pause_seen(doc)  # here at once; the other daemons by their feed
     return _worker_answer(name, doc)
