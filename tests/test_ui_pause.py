@@ -61,7 +61,8 @@ def test_pause_and_resume_a_task_and_a_worker_name_from_the_ui(ui: UI, daemon: D
     reports.locator("[data-testid=worker-pause-toggle]").click()
     expect(reports).to_have_attribute("data-paused", "true")
     expect(reports.locator("[data-testid=worker-paused]")).to_be_visible()
-    expect(reports.locator("[data-testid=worker-paused]")).to_have_attribute("title", "paused by api at " + daemon.api("GET", "/workers/reports")[1]["paused"]["at"] + ": smtp relay down")
+    at = daemon.api("GET", "/workers/reports")[1]["paused"]["at"]
+    expect(reports.locator("[data-testid=worker-paused]")).to_have_attribute("title", f"paused by api at {at}: smtp relay down")
     expect(reports.locator("[data-testid=worker-pause-toggle]")).to_have_text("Resume")
     ui.shot("workers-paused")
     reports.locator("[data-testid=worker-pause-toggle]").click()
