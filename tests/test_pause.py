@@ -254,3 +254,38 @@ async def test_python_module_pauses_tasks_and_worker_names(couch: Couch, dbname:
         assert await after.resume_worker("calc") is None
         assert (await after.wait(second["_id"], timeout=LONG))["status"] == "done"
         assert ran == [first["_id"], second["_id"]]
+
+
+def test_a_paused_worker_name_delivers_nothing_to_a_remote_worker(daemon: Daemon) -> None:
+    status, hello = daemon.api("POST", "/workers/sender/connect", {"concurrency": 2, "host": "web-3", "client": "test"})
+    assert status == 201, hello
+    session = hello["session"]
+    status, body = daemon.api("POST", "/workers/sender/pause", {"note": "deploy"})
+    assert status == 200 and body["paused"]["note"] == "deploy", body
+    task_id = daemon.create({"worker": "sender", "date": iso_in(-5), "job": "send_report"})["id"]
+    status, polled = daemon.api("POST", "/workers/sender/poll", {"session": session, "wait": QUIET})
+    assert status == 200 and polled["tasks"] == [], polled
+    assert daemon.task(task_id)["status"] == "waiting"
+    shown = [w for w in daemon.api("GET", "/workers")[1]["workers"] if w["name"] == "sender"]
+    assert shown and all(w["paused"]["note"] == "deploy" for w in shown), shown
+    assert daemon.api("POST", "/workers/sender/resume")[0] == 200
+    deadline = time.monotonic() + LONG
+    got: list[dict[str, Any]] = []
+    while not got and time.monotonic() < deadline:
+        status, polled = daemon.api("POST", "/workers/sender/poll", {"session": session, "wait": 10})
+        assert status == 200, polled
+        got = polled["tasks"]
+    assert [t["id"] for t in got] == [task_id], got
+
+
+def test_a_resumed_worker_name_starts_its_waiting_tasks_oldest_due_first(daemon: Daemon, tmp_path: Path) -> None:
+    daemon.start_worker("w", concurrency=1)
+    runs = tmp_path / "runs"
+    assert daemon.api("POST", "/workers/w/pause")[0] == 200
+    ids = {ago: daemon.create({"worker": "w", "date": iso_in(-ago), "job": count_job(runs)})["id"] for ago in (20, 40, 10, 30)}
+    time.sleep(2)
+    assert executions(runs) == {}
+    assert daemon.api("POST", "/workers/w/resume")[0] == 200
+    wait_until(lambda: len(executions(runs)) == 4, LONG, "the four tasks to run")
+    order = [line.split()[0] for line in runs.read_text().splitlines()]
+    assert order == [ids[40], ids[30], ids[20], ids[10]], order
