@@ -373,11 +373,14 @@ def setup(
     click.echo(f"database {settings.couchdb_database!r} and {users} ready")
 
 
+from after.cli_pause import pause, resume  # noqa: E402 - `after pause|resume`, `after task pause|resume`
 from after.cli_tasks import task  # noqa: E402 - registers the `after task` group
 from after.cli_tokens import token  # noqa: E402 - registers `after token`
 from after.cli_workers import daemons, list_cmd  # noqa: E402 - `after list`, `after daemons`
 
 main.add_command(task)
+main.add_command(pause)
+main.add_command(resume)
 main.add_command(token)
 main.add_command(list_cmd)
 main.add_command(daemons)

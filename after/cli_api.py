@@ -14,7 +14,7 @@ import aiohttp
 import click
 from yarl import URL
 
-from after import config, tls
+from after import __version__, config, tls
 from after.config import Settings
 from after.errors import AfterError
 
@@ -68,7 +68,9 @@ class Api:
 
     def _headers(self) -> dict[str, str]:
         token = self.settings.token()
-        return {"Authorization": f"Bearer {token}"} if token else {}
+        # The User-Agent tells the daemon a write is the CLI's (``by: "cli"`` of a pause).
+        agent = {"User-Agent": f"after-cli/{__version__}"}
+        return {"Authorization": f"Bearer {token}", **agent} if token else agent
 
     def session(self, total: float | None) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(ssl=self.ssl if self.ssl is not None else True)

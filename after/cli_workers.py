@@ -65,7 +65,9 @@ def worker_lines(workers: list[dict[str, Any]], now: float) -> list[str]:
             )
     if any(not w.get("here", True) for w in workers):
         out.append("(* held by another daemon on this database; --here for this daemon's only)")
-    return out
+    from after.cli_pause import paused_lines
+
+    return out + paused_lines(workers)
 
 
 @click.command(name="list")

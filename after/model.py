@@ -133,6 +133,8 @@ def new_task(body: Any, *, now: datetime, by: str = "api", history_limit: int = 
         doc["occurrence"] = timing.fmt(placed.occurrence)
     if fields.notify is not None:
         doc["notify"] = [hook.model_dump() for hook in fields.notify]
+    if fields.paused is not None:
+        doc["paused"] = fields.paused.model_dump()  # created paused: it waits for a resume
     add_history(doc, WAITING, by, now, limit=history_limit)
     return doc
 

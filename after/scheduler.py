@@ -45,7 +45,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from after import calendar, catchup, model, quorum, timing, triage
+from after import calendar, catchup, model, pauses, quorum, timing, triage
 from after.config import Settings
 from after.dispatch import Dispatcher, LocalDispatcher, NoDispatcher
 from after.errors import AfterError, Forbidden, InvalidInput, NotFound, StoreUnavailable, Uncertain
@@ -157,6 +157,9 @@ class Scheduler:
         self.catchup: catchup.Catchup | None = None
         #: When the window loop's first view query runs after a catch-up from the feed.
         self._refresh_in: float | None = None
+        #: Worker names paused on this database (``pause:<name>`` documents): none of their
+        #: tasks starts here while paused (:mod:`after.pauses`).
+        self.pauses = pauses.PausedNames()
 
     # -- memory -------------------------------------------------------------------------------
 
@@ -193,6 +196,9 @@ class Scheduler:
         task_id = doc.get("_id")
         if self.registry is not None and is_daemon(doc):
             self.registry.observe(doc)
+            return
+        if pauses.is_pause_doc(doc):
+            self.pause_seen(doc)
             return
         if not isinstance(task_id, str) or not model.looks_like_task(doc):
             return
@@ -259,7 +265,21 @@ class Scheduler:
         """Every task held in memory, set apart ones included (what a checkpoint lists)."""
         return [*self.tasks, *self._conflicted, *self._invalid, *self._broken]
 
+    def pause_seen(self, doc: Mapping[str, Any]) -> None:
+        """A worker name's pause document came (or went): on resume, its parked tasks are due again."""
+        name, resumed = self.pauses.observe(doc)
+        if resumed and name is not None:
+            log.info("worker name %s resumed: its due tasks start", name)
+            self.worker_available(name)
+
+    async def load_pauses(self) -> None:
+        """Every pause document (a full read: the feed shows changes, not what was there before)."""
+        for name in self.pauses.replace(await self.store.by_prefix(pauses.PREFIX)):
+            self.worker_available(name)
+
     def forget(self, task_id: str) -> None:
+        if task_id.startswith(pauses.PREFIX):
+            self.pause_seen({"_id": task_id, "_deleted": True})
         self.tasks.pop(task_id, None)
         self._conflicted.pop(task_id, None)
         self._conflicted_since.pop(task_id, None)
@@ -360,8 +380,8 @@ class Scheduler:
         has its own entry on the agenda.
         """
         queue = self._ready[worker]
-        if not self.dispatcher.knows(worker):
-            # The worker stopped: park its tasks until it runs again.
+        if not self.dispatcher.knows(worker) or worker in self.pauses:
+            # The worker stopped, or its name is paused: park its tasks until it runs again.
             for _, task_id, _gen in queue:
                 self._ready_ids.pop(task_id, None)
                 self._parked[worker].add(task_id)
@@ -457,6 +477,11 @@ class Scheduler:
         writes: list[dict[str, Any]] = []
         stats: dict[str, int] = defaultdict(int)
         valid = [doc for doc in due if doc["_id"] not in self._broken]
+        # Paused (the task, or its worker name): not planned, so nothing happens to it until
+        # it is resumed; a worker name's tasks are parked until then (after.pauses).
+        valid, _paused, name_paused = pauses.split(valid, self.pauses)
+        for doc in name_paused:
+            self._parked[doc["worker"]].add(doc["_id"])
         fires: dict[str, list[dict[str, Any]]] = defaultdict(list)
         later: list[dict[str, Any]] = []
         plan, failed = triage.plan_contained(now, valid, ahead=self.settings.scheduler_claim_ahead)
@@ -798,6 +823,7 @@ class Scheduler:
     async def _load(self) -> None:
         self.replicated = await self.store.replicas() > 1
         self.seq = await self.store.update_seq()
+        await self.load_pauses()
         if self.registry is not None:
             await self.registry.load()
         if self.catchup is not None and (delay := await self.catchup.resume(self)) is not None:
@@ -871,6 +897,7 @@ class Scheduler:
     async def _refresh(self) -> None:
         """Reload the window and pick up what no feed shows (conflicts, strays)."""
         await self.refresh_window(utcnow())
+        await self.load_pauses()
         await self.find_conflicts()
         await self.find_strays()
 

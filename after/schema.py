@@ -212,6 +212,15 @@ class NotifyHook(_Strict):
     ] = ["done", "err", "canceled"]
 
 
+class Paused(_Strict):
+    """A task's pause (``paused``): who paused it, when, why. Set by After's pause routes,
+    or by a client (created paused; a document written straight into CouchDB)."""
+
+    by: Annotated[str, Field(min_length=1, max_length=200, description="who paused it: `api`, `cli`, `python`, or a direct writer's own word")]
+    at: Annotated[Date, Field(description="when it was paused")]
+    note: Annotated[str | None, Field(max_length=1000, description="why")] = None
+
+
 class TaskFields(_Strict):
     """The fields a client sets. Documented in this order in the README."""
 
@@ -243,6 +252,10 @@ class TaskFields(_Strict):
     # deps
 
     # pause
+    paused: Annotated[
+        Paused | None,
+        Field(description="`{by, at, note}`: paused, it does not start (a run under way finishes); null: not paused. See Pause and resume"),
+    ] = None
 
     # notify
     notify: Annotated[

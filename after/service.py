@@ -23,6 +23,7 @@ from after import intents, model, timing
 from after.bulkwriter import BulkWriter
 from after.config import Settings
 from after.errors import Conflict, InvalidInput, NotFound, Uncertain, Unprocessable
+from after.pausing import Pausing
 from after.store import Store
 
 #: ``jobs_of(worker)``: the job names a worker declared, or None when not known here.
@@ -87,7 +88,7 @@ def permitted(old: dict[str, Any], new: dict[str, Any] | None) -> dict[str, Any]
     return new if new is not None else old
 
 
-class Tasks:
+class Tasks(Pausing):  # pause, resume, pause_worker, resume_worker: after.pausing
     def __init__(self, store: Store, settings: Settings, *, by: str = "api", clock: Callable[[], datetime] = utcnow) -> None:
         self.store = store
         self.settings = settings

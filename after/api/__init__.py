@@ -48,7 +48,7 @@ def create_app(
     extra: dict[str, Any] | None = None,
 ) -> web.Application:
     """Build the application. The daemon owns the store, supervisor and scheduler lifecycles."""
-    from after.api import metrics, routes, tokenapi, workerapi  # noqa: F401  (their routes join routes.ROUTES)
+    from after.api import metrics, pauseapi, routes, tokenapi, workerapi  # noqa: F401  (their routes join routes.ROUTES)
 
     chain: list[Any] = [middleware.errors, middleware.auth]
     if settings.server_cors_origins:

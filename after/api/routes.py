@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from after import __version__, calendar, logfiles, model, schema, timing
+from after import __version__, calendar, logfiles, model, pauses, schema, timing
 from after.api import EVENTS, EXTRA, REMOTES, SCHEDULER, SETTINGS, STARTED, STORE, SUPERVISOR, TASKS, UI_DIR, events
 from after.api.middleware import ROUTE_RULES, read_json
 from after.errors import AfterError, InvalidInput, NotFound, StoreUnavailable
@@ -378,7 +378,7 @@ async def list_workers(request: web.Request) -> web.Response:
     elsewhere = [] if here in ("1", "true") or sched.registry is None else sched.registry.workers_elsewhere()
     ours = [*request.app[SUPERVISOR].list(), *request.app[REMOTES].list()]
     workers = merge_workers(ours, elsewhere, me=sched.daemon_id, host=socket.gethostname())
-    return web.json_response({"workers": workers})
+    return web.json_response({"workers": pauses.annotate(workers, sched.pauses)})
 
 
 @route(
@@ -399,10 +399,11 @@ async def get_worker(request: web.Request) -> web.Response:
     name = worker_name(request)
     sup = request.app[SUPERVISOR]
     sessions = [w for w in request.app[REMOTES].list() if w["name"] == name]
+    paused = request.app[SCHEDULER].pauses.paused(name)
     if name not in sup.workers and sessions:
         # Connected remotely only: its first session, and all of them.
-        return web.json_response({**sessions[0], "sessions": sessions})
-    return web.json_response(sup.get(name).info())
+        return web.json_response({**sessions[0], "sessions": sessions, "paused": paused})
+    return web.json_response({**sup.get(name).info(), "paused": paused})
 
 
 @route(
@@ -649,4 +650,4 @@ def install(app: web.Application) -> None:
 
 # The other route modules register into ROUTES when imported: imported here, so whoever
 # reads ROUTES (the router, the spec, a test) sees every route, whatever it imported first.
-from after.api import tokenapi, workerapi  # noqa: E402,F401
+from after.api import pauseapi, tokenapi, workerapi  # noqa: E402,F401

@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from after import __version__, model, schema, tokens, webhooks, wireschema
+from after import __version__, model, pauses, schema, tokens, webhooks, wireschema
 from after.api.middleware import is_public
 
 ERROR = {
@@ -61,6 +61,7 @@ TASK = {
         },
         "notice": {"type": "string"},
         "deliveries": {"type": "array", "items": webhooks.DELIVERY_SCHEMA},
+        "paused": pauses.PAUSED_SCHEMA,
     },
 }
 WORKER = {
@@ -91,6 +92,7 @@ WORKER = {
         "last_heartbeat": {"type": "string", "description": "remote: its last call"},
         "live": {"type": "boolean", "description": "remote: it called within two heartbeat intervals"},
         "sessions": {"type": "array", "items": {"type": "object"}, "description": "remote: every session of this name here"},
+        "paused": {**pauses.PAUSED_SCHEMA, "description": "its name's pause on this database (POST /workers/{name}/pause), or null"},
     },
 }
 DAEMON = {
@@ -121,6 +123,8 @@ SCHEMAS: dict[str, Any] = {
     **wireschema.openapi_schemas(),
     # /tokens (after.tokens).
     **tokens.openapi_schemas(),
+    # pause and resume (after.pauses).
+    **pauses.openapi_schemas(),
     "TaskInputOrList": {
         "oneOf": [
             {"$ref": "#/components/schemas/TaskInput"},

@@ -607,6 +607,7 @@
       ].filter((x) => x[1] != null && x[1] !== '');
       const parts = [], side = []; // side: a second column on wide screens
       if (t.notice) parts.push(h('p', { class: 'notice', role: 'status', 'data-testid': 'task-notice' }, t.notice));
+      if (window.AfterPause) parts.push(window.AfterPause.taskSection(t, load)); // pause.js
       parts.push(section('Summary', 'task-summary', h('dl', { class: 'kv' }, kv.map((x) => [h('dt', {}, x[0]), h('dd', {}, x[1])]))));
       const pg = t.progress;
       if (pg && pg.total) {
@@ -806,6 +807,7 @@
       tr._last = w;
       c.last_error.title = err ? String(err) : '';
       tr._logBtn.setAttribute('aria-pressed', String(logName === w.name));
+      if (window.AfterPause) window.AfterPause.workerRow(tr, w, refresh); // pause.js
     }
 
     async function refresh() {
@@ -1040,6 +1042,8 @@
   /* ------------------------------------------------------------------ start */
 
   function init() {
+    // What the views in other files (pause.js) borrow.
+    window.AfterKit = { api: api, h: h, flash: flash, showError: showError, confirmDialog: confirmDialog, timeEl: timeEl };
     $('#login-form').addEventListener('submit', onLogin);
     $('#logout').addEventListener('click', () => { setToken(''); showLogin('Signed out.'); });
     $('#skip-link').addEventListener('click', () => $('#view').focus());
