@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from after import schema, timing
+from after import deps, schema, timing
 from after.errors import InvalidInput
 
 WAITING = "waiting"
@@ -119,6 +119,9 @@ def new_task(body: Any, *, now: datetime, by: str = "api", history_limit: int = 
         doc["retention"] = fields.retention
     if fields.overlap is not None:
         doc["overlap"] = fields.overlap
+    if fields.after:  # deps: the ids stored prefixed, each once
+        doc["after"] = deps.ids_of({"after": fields.after})
+        doc["after_failed"] = fields.after_failed or "err"
     add_history(doc, WAITING, by, now, limit=history_limit)
     return doc
 

@@ -47,6 +47,7 @@ from typing import Any
 
 from after import catchup, model, quorum, timing, triage
 from after.config import Settings
+from after.deptrack import DepTracker
 from after.dispatch import Dispatcher, LocalDispatcher, NoDispatcher
 from after.errors import AfterError, Forbidden, InvalidInput, NotFound, StoreUnavailable, Uncertain
 from after.jobs import JobFunc
@@ -157,6 +158,8 @@ class Scheduler:
         self.catchup: catchup.Catchup | None = None
         #: When the window loop's first view query runs after a catch-up from the feed.
         self._refresh_in: float | None = None
+        #: Due tasks whose dependencies (``after``) have not all finished (see :meth:`_gate_deps`).
+        self.deps = DepTracker()
 
     # -- memory -------------------------------------------------------------------------------
 
@@ -210,6 +213,7 @@ class Scheduler:
         self._gens.move_to_end(task_id)
         if len(self._gens) > GENS_KEPT:
             self._gens.popitem(last=False)
+        self._release(self.deps.saw(doc))
         if doc.get("_conflicts"):
             # Conflicting leaves (racing writes on a cluster, replication): what CouchDB
             # shows may not be the task's state. Settled first, acted on after.
@@ -418,6 +422,7 @@ class Scheduler:
         for change in batch:
             if change.get("deleted"):
                 self.forget(change.get("id", ""))
+                self._release(self.deps.gone(change.get("id", "")))
                 continue
             doc = change.get("doc")
             if doc:
@@ -456,7 +461,7 @@ class Scheduler:
         limit = self.settings.scheduler_history_limit
         writes: list[dict[str, Any]] = []
         stats: dict[str, int] = defaultdict(int)
-        valid = [doc for doc in due if doc["_id"] not in self._broken]
+        valid = await self._gate_deps([doc for doc in due if doc["_id"] not in self._broken], now, writes)
         fires: dict[str, list[dict[str, Any]]] = defaultdict(list)
         later: list[dict[str, Any]] = []
         plan, failed = triage.plan_contained(now, valid, ahead=self.settings.scheduler_claim_ahead)
@@ -615,6 +620,48 @@ class Scheduler:
         self._invalid.clear()
         self._broken.clear()
         return out
+
+    # -- dependencies (the rules: after.deps; the bookkeeping: after.deptrack) -------------
+
+    def _release(self, dependents: list[str]) -> None:
+        """A dependency changed what it counts as (the feed said so): its parked dependents
+        are looked at again in the next tick."""
+        for task_id in dependents:
+            held = self.tasks.get(task_id)
+            if held is not None:
+                self._requeue(held, 0)
+                self._kick.set()
+
+    async def _gate_deps(self, due: list[dict[str, Any]], now: datetime, writes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Of the due tasks, those that may go on: a task whose dependencies are all finished
+        carries their outcomes (``dependencies``) into its claim; one whose dependency failed
+        or does not exist ends ``err`` (reason ``dependency``); the rest wait in the tracker,
+        off the heap, until the feed changes a dependency (no polling). The unknown states
+        of a tick are read in one request."""
+        waiting = [d for d in due if d.get("after") and d.get("status") in model.PENDING and not _expired(d, now)]
+        if not waiting:
+            return due
+        unknown: set[str] = set()
+        for doc in waiting:
+            unknown.update(self.deps.want(doc))
+        if unknown:
+            ids = sorted(unknown)
+            self.deps.learn(ids, await self.store.get_many(ids))
+        blocked: set[str] = set()
+        for doc in waiting:
+            verdict = self.deps.judge(doc)
+            if verdict.state == "ready":
+                doc["dependencies"] = dict(verdict.outcomes or {})
+                continue
+            blocked.add(doc["_id"])
+            if verdict.state == "fail":
+                out = dict(doc)
+                out["error"] = {**error_info("dependency", message=verdict.reason), "task": verdict.culprit}
+                writes.append(model.set_status(out, model.ERR, self.daemon_id, now, limit=self.settings.scheduler_history_limit, reason=verdict.reason))
+                self.counters["dependency_failed"] += 1
+            elif (until := _expiry(doc)) is not None:
+                self._requeue(doc, until.timestamp())  # expires while it waits: ended then
+        return [d for d in due if d["_id"] not in blocked]
 
     def backlog(self, worker: str) -> int:
         """Tasks of ``worker`` due and this daemon's to claim, waiting for a free slot."""
@@ -901,6 +948,19 @@ class Scheduler:
 
     def stalled(self) -> bool:
         return self.last_tick > 0 and time.time() - self.last_tick > 10
+
+
+def _expiry(doc: Mapping[str, Any]) -> datetime | None:
+    try:
+        return timing.parse_date(doc["expires"]) if doc.get("expires") is not None else None
+    except InvalidInput:
+        return None
+
+
+def _expired(doc: Mapping[str, Any], now: datetime) -> bool:
+    """Past ``expires``: planned (ended ``err`` expired) whatever its dependencies say."""
+    until = _expiry(doc)
+    return until is not None and until <= now
 
 
 # ------------------------------------------------------------------------------------------------

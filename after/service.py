@@ -19,7 +19,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from after import intents, model, timing
+from after import deps, intents, model, timing
 from after.bulkwriter import BulkWriter
 from after.config import Settings
 from after.errors import Conflict, InvalidInput, NotFound, Uncertain, Unprocessable
@@ -131,6 +131,8 @@ class Tasks:
         ids = [d["_id"] for d in docs]
         if len(set(ids)) != len(ids):
             raise InvalidInput("id: the same id is given twice", field="id")
+        if any(d.get("after") for d in docs):
+            await self._check_deps(docs, many)
         given = [d["_id"] for d, body in zip(docs, bodies, strict=True) if isinstance(body, Mapping) and ("id" in body or "_id" in body)]
         if given:
             existing = await self.store.get_many(given)
@@ -155,6 +157,20 @@ class Tasks:
                 raise res
             out.append(res)
         return out
+
+    async def _check_deps(self, docs: Sequence[Mapping[str, Any]], many: bool) -> None:
+        """422 naming the ids in ``after`` that name no task (of the store or the batch),
+        or the cycle the batch would make (:func:`after.deps.check_batch`)."""
+        found = await self.store.get_many(deps.outside(docs))
+        problems = deps.check_batch(docs, found)
+        where = {d["_id"]: i for i, d in enumerate(docs)}
+        for i, ids in problems.unknown.items():
+            field = f"[{i}].after" if many else "after"
+            raise Unprocessable(f"{field}: unknown task(s): {', '.join(ids)}", field=field)
+        if problems.cycle is not None:
+            i = where.get(problems.cycle[0], 0)
+            field = f"[{i}].after" if many else "after"
+            raise Unprocessable(f"{field}: dependency cycle: {' -> '.join(problems.cycle)}", field=field)
 
     async def get(self, raw_id: str) -> dict[str, Any]:
         doc = await self.store.get(task_id(raw_id))
