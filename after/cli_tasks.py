@@ -67,6 +67,8 @@ def task() -> None:
 @click.option("--id", "task_id", default=None, help="The task's id (default: a new uuid).")
 @click.option("--kwargs", "kwargs_json", default=None, help="Keyword arguments as a JSON object.")
 @click.option("--json-args", is_flag=True, help="Parse each argument as JSON (numbers, lists...).")
+@click.option("--after", "after_ids", multiple=True, help="Wait for this task to be done first (repeatable).")
+@click.option("--after-failed", type=click.Choice(["err", "run"]), default=None, help="A dependency failed: end err (default) or run anyway.")
 @_json_flag("JSON output: {id, rev, task}.")
 @click.pass_context
 def add(
@@ -83,6 +85,8 @@ def add(
     task_id: str | None,
     kwargs_json: str | None,
     json_args: bool,
+    after_ids: tuple[str, ...],
+    after_failed: str | None,
     as_json: bool,
 ) -> None:
     """Schedule JOB on WORKER with ARGUMENTS; prints the new task's id."""
@@ -95,6 +99,10 @@ def add(
     for key, value in (("id", task_id), ("cron", cron), ("timezone", timezone), ("priority", priority), ("timeout", timeout), ("retry", retry)):
         if value is not None:
             body[key] = value
+    if after_ids:
+        body["after"] = list(after_ids)
+    if after_failed is not None:
+        body["after_failed"] = after_failed
     if date is not None:
         body["date"] = _date(date)
     elif cron is None:
@@ -144,7 +152,7 @@ def ls(
 @_json_flag("JSON output (what show always prints).")
 @click.pass_context
 def show(ctx: click.Context, task_id: str, as_json: bool) -> None:
-    """Print one task as stored (JSON), with next_runs and notice."""
+    """Print one task as stored (JSON), with next_runs, waiting_on and notice."""
     out_json(_api(ctx).request("GET", _path(task_id)))
 
 

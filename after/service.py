@@ -172,6 +172,12 @@ class Tasks:
             field = f"[{i}].after" if many else "after"
             raise Unprocessable(f"{field}: dependency cycle: {' -> '.join(problems.cycle)}", field=field)
 
+    async def waiting_on(self, doc: Mapping[str, Any]) -> builtins.list[str]:
+        """The dependencies of ``doc`` (its ``after``) that do not count as done yet."""
+        ids = deps.ids_of(doc)
+        found = await self.store.get_many(ids)
+        return [d for d in ids if deps.kind(found.get(d)) != deps.DONE]
+
     async def get(self, raw_id: str) -> dict[str, Any]:
         doc = await self.store.get(task_id(raw_id))
         if not model.looks_like_task(doc):

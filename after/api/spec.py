@@ -39,7 +39,7 @@ HISTORY_ENTRY = {
 }
 TASK = {
     "type": "object",
-    "description": "The task document as stored in CouchDB (see the README's schema), plus computed `next_runs` and `notice`",
+    "description": "The task document as stored in CouchDB (see the README's schema), plus computed `next_runs`, `waiting_on` and `notice`",
     "required": ["_id", "_rev", "type", "status"],
     "properties": {
         "_id": {"type": "string"},
@@ -54,6 +54,7 @@ TASK = {
         "error": {"type": ["object", "null"]},
         "history": {"type": "array", "items": HISTORY_ENTRY},
         "next_runs": {"type": "array", "items": {"type": "string"}},
+        "waiting_on": {"type": "array", "items": {"type": "string"}, "description": "the dependencies (`after`) not done yet"},
         "notice": {"type": "string"},
     },
 }

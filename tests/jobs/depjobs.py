@@ -17,7 +17,8 @@ async def _step(ctx: TaskContext, path: str, value: Any, sleep: float) -> dict[s
     if sleep:
         await asyncio.sleep(sleep)
     _append(path, f"{ctx.id} end {time.time():.6f}")
-    return {"value": value, "seen": {k: v.get("result") for k, v in ctx.dependencies.items()}, "statuses": {k: v.get("status") for k, v in ctx.dependencies.items()}}
+    dependencies = ctx.dependencies
+    return {"value": value, "seen": {k: v.get("result") for k, v in dependencies.items()}, "statuses": {k: v.get("status") for k, v in dependencies.items()}}
 
 
 @job(isolated=False)
