@@ -7,10 +7,12 @@ inferred from statuses; each test has its own database, port and state directory
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from conftest import WORKER_PASSWORD, WORKER_USER, Couch, Daemon, http, iso_in, tid, wait_until
+from test_remote_clients import Remote, connected, remote  # noqa: F401  (the remote worker fixture)
 
 from after.jobs import TaskContext
 from after.scheduler import connect
@@ -179,3 +181,19 @@ async def test_the_python_module_runs_a_chain_with_dependencies(couch: Couch, db
             assert "task:missing" in str(exc)
         else:
             raise AssertionError("an unknown dependency was accepted")
+
+
+def test_a_remote_job_sees_its_dependencies(daemon: Daemon, remote: Callable[..., Remote]) -> None:  # noqa: F811
+    """The worker protocol's delivery carries the dependencies' outcomes: ``after.client``'s ``ctx.dependencies``."""
+    w = remote(daemon, "far")
+    connected(daemon, "far", w)
+    daemon.create(
+        [
+            {"id": "up", "worker": "far", "date": iso_in(0), "job": {"name": "dependencies", "kwargs": {"value": 41}}},
+            {"id": "down", "worker": "far", "date": iso_in(0), "job": {"name": "dependencies", "kwargs": {"value": 42}}, "after": ["up"]},
+        ]
+    )
+    down = daemon.wait_status("task:down", {"done", "err"}, timeout=90)
+    assert down["status"] == "done", down.get("error")
+    seen = down["result"]["dependencies"]
+    assert seen == {"task:up": {"status": "done", "result": {"value": 41, "dependencies": {}}, "error": None}}, seen
