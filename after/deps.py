@@ -14,17 +14,26 @@ The rules:
   (reason ``dependency``, naming it), unless its ``after_failed`` is ``run``: then it
   runs once every dependency is finished, whatever the outcome.
 - A dependency that does not exist (never did, deleted, purged) ends the dependent
-  ``err`` (reason ``dependency``) whatever ``after_failed`` says: nothing will ever finish it.
+  ``err`` (reason ``dependency``) whatever ``after_failed`` says: nothing will ever finish it
+  (after :data:`MISSING_GRACE` for one that never existed: it may be on its way).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
+
+from after import timing
+from after.errors import InvalidInput
 
 #: At most this many dependencies per task (the schema's bound).
 MAX_AFTER = 100
+#: Seconds a dependency that does not exist is given to appear, counted from when the
+#: scheduler first saw its dependent due: a direct writer may store a dependent a moment
+#: before the task it names (REST refuses unknown ids, so this is for direct documents).
+MISSING_GRACE = 10.0
 
 DONE = "done"
 FAILED = "failed"
@@ -81,6 +90,8 @@ class Readiness:
     reason: str = ""
     #: When ready: what the job sees as ``ctx.dependencies`` (set by the tracker).
     outcomes: Mapping[str, Any] | None = None
+    #: When waiting for a missing dependency to appear: when to decide (epoch seconds).
+    recheck: float | None = None
 
 
 def readiness(task: Mapping[str, Any], kinds: Mapping[str, str]) -> Readiness:
@@ -174,3 +185,17 @@ def outside(new: Sequence[Mapping[str, Any]]) -> list[str]:
     """The dependency ids of a batch that name no task of the batch (to read from the store)."""
     in_batch = {str(d.get("_id")) for d in new}
     return list(dict.fromkeys(d for doc in new for d in ids_of(doc) if d not in in_batch))
+
+
+def expiry(task: Mapping[str, Any]) -> datetime | None:
+    """A task's ``expires`` (None: none, or not a date)."""
+    try:
+        return timing.parse_date(task["expires"]) if task.get("expires") is not None else None
+    except InvalidInput:
+        return None
+
+
+def expired(task: Mapping[str, Any], now: datetime) -> bool:
+    """Past ``expires``: planned (ended ``err`` expired) whatever its dependencies say."""
+    until = expiry(task)
+    return until is not None and until <= now

@@ -15,11 +15,16 @@ waits on it.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
-from after import deps
+from after import deps, model
+from after.runner import error_info
+
+#: ``store.get_many``: the stored documents of some ids (absent: no such document).
+Fetch = Callable[[Iterable[str]], Awaitable[dict[str, dict[str, Any]]]]
 
 
 class DepTracker:
@@ -30,14 +35,61 @@ class DepTracker:
         self.awaited: dict[str, set[str]] = defaultdict(set)
         #: dependency id -> its summary (:func:`after.deps.summary`), once known.
         self.known: dict[str, dict[str, Any]] = {}
+        #: dependent id -> when (epoch seconds) it was first registered due.
+        self.since: dict[str, float] = {}
+        #: dependency ids the store did not have when read (not deletions the feed brought).
+        self.never_seen: set[str] = set()
 
-    def want(self, doc: Mapping[str, Any]) -> list[str]:
+    async def gate(
+        self, due: list[dict[str, Any]], now: datetime, fetch: Fetch, *, by: str, limit: int
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[tuple[dict[str, Any], float]]]:
+        """Of the scheduler's due tasks: (those that may go on, the ``err`` documents of
+        dependents that can never run, (task, epoch) to look at again then).
+
+        A task whose dependencies all finished carries their outcomes (``dependencies``,
+        set on the held document itself) into its claim; one whose dependency failed or
+        does not exist ends ``err`` reason ``dependency`` naming it; the rest wait here,
+        off the heap, until the feed changes a dependency (no polling), or until their
+        ``expires`` (then planned, and ended ``expired``). The unknown states of one
+        tick are read in one request.
+        """
+        waiting = [d for d in due if d.get("after") and d.get("status") in model.PENDING and not deps.expired(d, now)]
+        if not waiting:
+            return due, [], []
+        unknown: set[str] = set()
+        for doc in waiting:
+            unknown.update(self.want(doc, now.timestamp()))
+        if unknown:
+            ids = sorted(unknown)
+            self.learn(ids, await fetch(ids))
+        blocked: set[str] = set()
+        ends: list[dict[str, Any]] = []
+        later: list[tuple[dict[str, Any], float]] = []
+        for doc in waiting:
+            verdict = self.judge(doc, now.timestamp())
+            if verdict.state == "ready":
+                doc["dependencies"] = dict(verdict.outcomes or {})
+                continue
+            blocked.add(doc["_id"])
+            if verdict.state == "fail":
+                out = dict(doc)
+                out["error"] = {**error_info("dependency", message=verdict.reason), "task": verdict.culprit}
+                ends.append(model.set_status(out, model.ERR, by, now, limit=limit, reason=verdict.reason))
+            else:
+                until = deps.expiry(doc)
+                times = [t for t in (verdict.recheck, until.timestamp() if until else None) if t is not None]
+                if times:
+                    later.append((doc, min(times)))
+        return [d for d in due if d["_id"] not in blocked], ends, later
+
+    def want(self, doc: Mapping[str, Any], now: float = 0.0) -> list[str]:
         """Register a due dependent; returns the ids whose state is not known yet."""
         task_id = str(doc["_id"])
         ids = tuple(deps.ids_of(doc))
         old = self.wants.get(task_id)
         if old is not None and old != ids:
             self.drop(task_id)
+        self.since.setdefault(task_id, now)
         self.wants[task_id] = ids
         for dep in ids:
             self.awaited[dep].add(task_id)
@@ -49,6 +101,8 @@ class DepTracker:
         for dep in ids:
             if dep in self.awaited and dep not in self.known:
                 self.known[dep] = deps.summary(found.get(dep))
+                if dep not in found:
+                    self.never_seen.add(dep)
 
     def saw(self, doc: Mapping[str, Any]) -> list[str]:
         """A task document from the feed (or a write's answer): the dependents to look at
@@ -62,6 +116,7 @@ class DepTracker:
         new = deps.summary(doc)
         old = self.known.get(task_id)
         self.known[task_id] = new
+        self.never_seen.discard(task_id)
         if old is not None and old["kind"] == new["kind"]:
             return []
         return sorted(self.awaited[task_id])
@@ -73,15 +128,22 @@ class DepTracker:
         if task_id not in self.awaited:
             return []
         self.known[task_id] = deps.summary(None)
+        self.never_seen.discard(task_id)
         return sorted(self.awaited[task_id])
 
-    def judge(self, doc: Mapping[str, Any]) -> deps.Readiness:
+    def judge(self, doc: Mapping[str, Any], now: float | None = None) -> deps.Readiness:
         """Readiness of a registered dependent from what is known; a dependent that is
-        ready or must fail is let go (it leaves the agenda either way)."""
+        ready or must fail is let go (it leaves the agenda either way). A dependency that
+        was never seen is given :data:`after.deps.MISSING_GRACE` from when the dependent
+        came due (``now`` given); one deleted meanwhile (:meth:`gone`) is not."""
         task_id = str(doc["_id"])
         ids = self.wants.get(task_id) or tuple(deps.ids_of(doc))
         kinds = {d: self.known[d]["kind"] for d in ids if d in self.known}
         verdict = deps.readiness(doc, kinds)
+        if verdict.state == "fail" and now is not None and verdict.culprit in self.never_seen:
+            decide = self.since.get(task_id, now) + deps.MISSING_GRACE
+            if now < decide:
+                return replace(verdict, state="wait", waiting_on=(verdict.culprit,), recheck=decide)
         if verdict.state == "wait":
             cycle = self._cycle(task_id)
             if cycle is not None:
@@ -102,6 +164,7 @@ class DepTracker:
 
     def drop(self, task_id: str) -> None:
         """Let go of a dependent; forget the states nobody waits on any more."""
+        self.since.pop(task_id, None)
         for dep in self.wants.pop(task_id, ()):
             waiting = self.awaited.get(dep)
             if waiting is None:
@@ -110,6 +173,7 @@ class DepTracker:
             if not waiting:
                 del self.awaited[dep]
                 self.known.pop(dep, None)
+                self.never_seen.discard(dep)
 
     def _cycle(self, task_id: str) -> list[str] | None:
         """A cycle through parked dependents (documents written straight into CouchDB can

@@ -633,35 +633,14 @@ class Scheduler:
                 self._kick.set()
 
     async def _gate_deps(self, due: list[dict[str, Any]], now: datetime, writes: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Of the due tasks, those that may go on: a task whose dependencies are all finished
-        carries their outcomes (``dependencies``) into its claim; one whose dependency failed
-        or does not exist ends ``err`` (reason ``dependency``); the rest wait in the tracker,
-        off the heap, until the feed changes a dependency (no polling). The unknown states
-        of a tick are read in one request."""
-        waiting = [d for d in due if d.get("after") and d.get("status") in model.PENDING and not _expired(d, now)]
-        if not waiting:
-            return due
-        unknown: set[str] = set()
-        for doc in waiting:
-            unknown.update(self.deps.want(doc))
-        if unknown:
-            ids = sorted(unknown)
-            self.deps.learn(ids, await self.store.get_many(ids))
-        blocked: set[str] = set()
-        for doc in waiting:
-            verdict = self.deps.judge(doc)
-            if verdict.state == "ready":
-                doc["dependencies"] = dict(verdict.outcomes or {})
-                continue
-            blocked.add(doc["_id"])
-            if verdict.state == "fail":
-                out = dict(doc)
-                out["error"] = {**error_info("dependency", message=verdict.reason), "task": verdict.culprit}
-                writes.append(model.set_status(out, model.ERR, self.daemon_id, now, limit=self.settings.scheduler_history_limit, reason=verdict.reason))
-                self.counters["dependency_failed"] += 1
-            elif (until := _expiry(doc)) is not None:
-                self._requeue(doc, until.timestamp())  # expires while it waits: ended then
-        return [d for d in due if d["_id"] not in blocked]
+        """Of the due tasks, those that may go on (:meth:`after.deptrack.DepTracker.gate`):
+        the ends of failed dependents join ``writes``; the waiting ones stay off the heap."""
+        go, ends, later = await self.deps.gate(due, now, self.store.get_many, by=self.daemon_id, limit=self.settings.scheduler_history_limit)
+        writes += ends
+        self.counters["dependency_failed"] += len(ends)
+        for doc, at in later:
+            self._requeue(doc, at)
+        return go
 
     def backlog(self, worker: str) -> int:
         """Tasks of ``worker`` due and this daemon's to claim, waiting for a free slot."""
@@ -948,19 +927,6 @@ class Scheduler:
 
     def stalled(self) -> bool:
         return self.last_tick > 0 and time.time() - self.last_tick > 10
-
-
-def _expiry(doc: Mapping[str, Any]) -> datetime | None:
-    try:
-        return timing.parse_date(doc["expires"]) if doc.get("expires") is not None else None
-    except InvalidInput:
-        return None
-
-
-def _expired(doc: Mapping[str, Any], now: datetime) -> bool:
-    """Past ``expires``: planned (ended ``err`` expired) whatever its dependencies say."""
-    until = _expiry(doc)
-    return until is not None and until <= now
 
 
 # ------------------------------------------------------------------------------------------------

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -169,3 +171,68 @@ def test_tracker_finds_a_cycle_of_direct_documents() -> None:
     tr.learn(["task:a", "task:b"], {"task:a": a, "task:b": b})
     verdict = tr.judge(a)
     assert verdict.state == "fail" and "cycle" in verdict.reason
+
+
+# -- the gate: the tracker's decision for a tick's due tasks, with a fake store and clock ----
+
+NOW = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
+
+
+class FakeStore:
+    """``get_many`` over a dict, counting the requests (one per tick at most)."""
+
+    def __init__(self, docs: dict[str, dict[str, Any]]) -> None:
+        self.docs, self.requests = docs, 0
+
+    async def get_many(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        self.requests += 1
+        return {i: self.docs[i] for i in ids if i in self.docs}
+
+
+async def test_gate_passes_ready_ends_failed_parks_waiting_and_expiring() -> None:
+    store = FakeStore({"task:ok": t("task:ok", "done", result=5), "task:bad": t("task:bad", "err"), "task:slow": t("task:slow", "scheduled")})
+    plain = t("task:plain")
+    ready = t("task:ready", after=["task:ok"])
+    failed = t("task:failed", after=["task:ok", "task:bad"], history=[])
+    parked = t("task:parked", after=["task:slow"])
+    expiring = t("task:expiring", after=["task:slow"], expires="2026-12-01T11:00:00Z")
+    gone = t("task:gone", after=["task:slow"], expires="2026-12-01T09:00:00Z")  # past: planned, ended expired
+    tr = DepTracker()
+    go, ends, later = await tr.gate([plain, ready, failed, parked, expiring, gone], NOW, store.get_many, by="d1", limit=10)
+    assert [d["_id"] for d in go] == ["task:plain", "task:ready", "task:gone"]
+    assert ready["dependencies"] == {"task:ok": {"status": "done", "result": 5, "error": None}}
+    assert [(e["_id"], e["status"], e["error"]["reason"], e["error"]["task"]) for e in ends] == [("task:failed", "err", "dependency", "task:bad")]
+    assert [(d["_id"], at) for d, at in later] == [("task:expiring", datetime(2026, 12, 1, 11, 0, tzinfo=UTC).timestamp())]
+    assert store.requests == 1
+    # The parked ones wait on the feed: no read at the next tick, released when it says so.
+    assert tr.saw(t("task:slow", "done")) == ["task:expiring", "task:parked"]
+    go, ends, later = await tr.gate([parked], NOW, store.get_many, by="d1", limit=10)
+    assert go == [parked] and not ends and not later and store.requests == 1
+
+
+@pytest.mark.parametrize(
+    ("expires", "expired"),
+    [(None, False), ("2026-12-01T09:59:59Z", True), ("2026-12-01T10:00:00Z", True), ("2026-12-01T10:00:01Z", False), ("junk", False)],
+)
+def test_expired(expires: str | None, expired: bool) -> None:
+    assert deps.expired({"expires": expires}, NOW) is expired
+
+
+def test_a_never_seen_dependency_gets_a_grace_a_deleted_one_does_not() -> None:
+    """A direct writer may store a dependent a moment before the task it names."""
+    tr = DepTracker()
+    d = t("task:d", after=["task:soon"])
+    assert tr.want(d, 1000.0) == ["task:soon"]
+    tr.learn(["task:soon"], {})
+    early = tr.judge(d, 1000.0 + deps.MISSING_GRACE - 1)
+    assert early.state == "wait" and early.recheck == 1000.0 + deps.MISSING_GRACE and early.waiting_on == ("task:soon",)
+    assert tr.saw(t("task:soon", "waiting")) == ["task:d"]  # it appeared: waited on like any other
+    assert tr.judge(d, 1001.0).state == "wait"
+    assert tr.gone("task:soon") == ["task:d"]  # then deleted: no grace
+    assert tr.judge(d, 1001.0).state == "fail"
+    e = t("task:e", after=["task:never"])
+    tr.want(e, 2000.0)
+    tr.learn(["task:never"], {})
+    late = tr.judge(e, 2000.0 + deps.MISSING_GRACE)
+    assert late.state == "fail" and late.culprit == "task:never"
+    assert not tr.since and not tr.never_seen and not tr.known

@@ -185,7 +185,7 @@ async def test_the_python_module_runs_a_chain_with_dependencies(couch: Couch, db
 
 def test_a_remote_job_sees_its_dependencies(daemon: Daemon, remote: Callable[..., Remote]) -> None:  # noqa: F811
     """The worker protocol's delivery carries the dependencies' outcomes: ``after.client``'s ``ctx.dependencies``."""
-    w = remote(daemon, "far")
+    w = remote(daemon, "far", args=("--jobs", "remotedepjobs"))
     connected(daemon, "far", w)
     daemon.create(
         [

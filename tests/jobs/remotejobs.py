@@ -76,11 +76,3 @@ def not_json(ctx: Context) -> Any:
 
 
 JOBS = {f.__name__: f for f in (record, add, gated, hang, hang_sync, fail, fail_for_good, not_json)}
-
-
-def dependencies(ctx: Context, value: Any = None) -> dict[str, Any]:
-    """What a remote job sees of the tasks its task waited for (``after``)."""
-    return {"value": value, "dependencies": ctx.dependencies}
-
-
-JOBS["dependencies"] = dependencies
