@@ -128,8 +128,13 @@ def test_a_deleted_dependency_ends_the_dependent_err_naming_it(daemon: Daemon, t
     daemon.start_worker("dw", jobs=["depjobs"])
     rec = tmp_path / "runs.txt"
     daemon.create({"id": "later", "worker": "dw", "date": iso_in(3600), "job": "noop"})
-    daemon.create(step(rec, "dw", "dep", after=["later"]))
+    # through the CLI: --after (repeatable) and --after-failed
+    made = daemon.cli("task", "add", "dw", "step", str(rec), "--id", "dep", "--after", "later", "--after", "later", "--after-failed", "run").stdout
+    assert made.strip() == "task:dep"
+    doc = daemon.task("task:dep")
+    assert doc["after"] == ["task:later"] and doc["after_failed"] == "run"
     wait_until(lambda: daemon.task("task:dep").get("waiting_on") == ["task:later"], 60, "the dependent to show what it waits on")
+    assert '"waiting_on"' in daemon.cli("task", "show", "dep").stdout
     assert daemon.api("DELETE", "/tasks/" + tid("task:later"))[0] == 200
     dep = daemon.wait_status("task:dep", {"done", "err"}, timeout=60)
     assert dep["status"] == "err" and dep["error"]["reason"] == "dependency" and dep["error"]["task"] == "task:later", dep["error"]
