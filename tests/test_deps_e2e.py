@@ -202,3 +202,38 @@ def test_a_remote_job_sees_its_dependencies(daemon: Daemon, remote: Callable[...
     assert down["status"] == "done", down.get("error")
     seen = down["result"]["dependencies"]
     assert seen == {"task:up": {"status": "done", "result": {"value": 41, "dependencies": {}}, "error": None}}, seen
+
+
+def test_two_daemons_run_a_chain_and_a_diamond_each_task_once_in_order(start_daemon: Callable[..., Daemon], tmp_path: Path) -> None:
+    """Both daemons run worker ``dw``: each tracks the dependencies itself, the claims
+    decide who runs what, and every task runs once, after what it waits for."""
+    one, two = start_daemon("d1"), start_daemon("d2")
+    one.start_worker("dw", jobs=["depjobs"])
+    two.start_worker("dw", jobs=["depjobs"])
+
+    def both_seen() -> bool:  # each daemon knows the other runs dw (its heartbeat): claims are shared
+        return all(len([w for w in d.api("GET", "/workers")[1]["workers"] if w.get("name") == "dw"]) == 2 for d in (one, two))
+
+    wait_until(both_seen, 60, "each daemon to see the other's worker dw")
+    rec = tmp_path / "runs.txt"
+    chain = [step(rec, "dw", f"c{i:02d}", after=[f"c{i - 1:02d}"] if i else None, value=i) for i in range(30)]
+    diamond = [
+        step(rec, "dw", "top", value="top"),
+        *(step(rec, "dw", f"mid{i}", after=["top"], value=i) for i in range(5)),
+        step(rec, "dw", "bottom", after=[f"mid{i}" for i in range(5)], value="bottom"),
+    ]
+    one.create(chain[::-1] + diamond)
+    last = two.wait_status("task:c29", {"done", "err"}, timeout=120)
+    bottom = two.wait_status("task:bottom", {"done", "err"}, timeout=120)
+    assert last["status"] == "done" and bottom["status"] == "done", (last.get("error"), bottom.get("error"))
+    lines = rec.read_text().splitlines()
+    starts = [line.split()[0] for line in lines if line.split()[1] == "start"]
+    assert len(starts) == len(set(starts)) == 37, starts  # each once
+    runs = runs_of(rec)
+    for i in range(1, 30):
+        assert runs[f"task:c{i:02d}"]["start"] >= runs[f"task:c{i - 1:02d}"]["end"], i
+    assert runs["task:bottom"]["start"] >= max(runs[f"task:mid{i}"]["end"] for i in range(5))
+    assert set(bottom["result"]["seen"]) == {f"task:mid{i}" for i in range(5)}
+    # The claims are shared out between the daemons (by task id), so both took part.
+    claimers = {e["by"] for i in range(30) for e in one.task(f"task:c{i:02d}")["history"] if e["status"] == "schedule"}
+    assert len(claimers) == 2, claimers
