@@ -13,7 +13,8 @@ The rules:
 - A dependency that ends ``err`` or ``canceled`` *failed*: the dependent ends ``err``
   (reason ``dependency``, naming it), unless its ``after_failed`` is ``run``: then it
   runs once every dependency is finished, whatever the outcome.
-- A dependency that does not exist (never did, deleted, purged) ends the dependent
+- A dependency purged after its retention counts as what it had ended as (the purge's
+  tombstone says it). One that does not exist (never did, or deleted) ends the dependent
   ``err`` (reason ``dependency``) whatever ``after_failed`` says: nothing will ever finish it
   (after :data:`MISSING_GRACE` for one that never existed: it may be on its way).
 """
@@ -55,8 +56,16 @@ def ids_of(task: Mapping[str, Any]) -> list[str]:
 
 
 def kind(doc: Mapping[str, Any] | None) -> str:
-    """What a dependency's stored document counts as: done, failed, waiting or missing."""
-    if doc is None or doc.get("type") != "task" or doc.get("_deleted"):
+    """What a dependency's stored document counts as: done, failed, waiting or missing.
+
+    A tombstone counts as what the task had ended as when the daemon purged it after its
+    retention (its ``was``), so a dependent due long after still runs; a deletion by a
+    client (no ``was``) is missing.
+    """
+    if doc is not None and doc.get("_deleted"):
+        was = doc.get("was")
+        return DONE if was == "done" else FAILED if was in ("err", "canceled") else MISSING
+    if doc is None or doc.get("type") != "task":
         return MISSING
     status = doc.get("status")
     if status == "done":
@@ -75,6 +84,8 @@ def summary(doc: Mapping[str, Any] | None) -> dict[str, Any]:
     (``kind`` says what it counted as)."""
     if doc is None:
         return {"status": None, "result": None, "error": None, "kind": MISSING}
+    if doc.get("_deleted"):  # purged after its retention: its result is gone with it
+        return {"status": doc.get("was"), "result": None, "error": None, "kind": kind(doc)}
     return {"status": doc.get("status"), "result": doc.get("result"), "error": doc.get("error"), "kind": kind(doc)}
 
 

@@ -41,7 +41,7 @@ class DepTracker:
         self.never_seen: set[str] = set()
 
     async def gate(
-        self, due: list[dict[str, Any]], now: datetime, fetch: Fetch, *, by: str, limit: int
+        self, due: list[dict[str, Any]], now: datetime, fetch: Fetch, *, by: str, limit: int, buried: Fetch | None = None
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[tuple[dict[str, Any], float]]]:
         """Of the scheduler's due tasks: (those that may go on, the ``err`` documents of
         dependents that can never run, (task, epoch) to look at again then).
@@ -51,7 +51,8 @@ class DepTracker:
         does not exist ends ``err`` reason ``dependency`` naming it; the rest wait here,
         off the heap, until the feed changes a dependency (no polling), or until their
         ``expires`` (then planned, and ended ``expired``). The unknown states of one
-        tick are read in one request.
+        tick are read in one request (and ``buried``, the tombstones of those not found:
+        a purged dependency counts as what it ended as).
         """
         waiting = [d for d in due if d.get("after") and d.get("status") in model.PENDING and not deps.expired(d, now)]
         if not waiting:
@@ -61,7 +62,10 @@ class DepTracker:
             unknown.update(self.want(doc, now.timestamp()))
         if unknown:
             ids = sorted(unknown)
-            self.learn(ids, await fetch(ids))
+            found = await fetch(ids)
+            if buried is not None and (missing := [i for i in ids if i not in found]):
+                found = {**found, **await buried(missing)}
+            self.learn(ids, found)
         blocked: set[str] = set()
         ends: list[dict[str, Any]] = []
         later: list[tuple[dict[str, Any], float]] = []
@@ -121,13 +125,14 @@ class DepTracker:
             return []
         return sorted(self.awaited[task_id])
 
-    def gone(self, task_id: str) -> list[str]:
-        """A dependency deleted (or purged): its dependents, to be ended err."""
+    def gone(self, task_id: str, tombstone: Mapping[str, Any] | None = None) -> list[str]:
+        """A dependency deleted (or purged: its ``tombstone`` says what it ended as): its
+        dependents, to be looked at again (a deleted one ends them err)."""
         if task_id in self.wants:
             self.drop(task_id)
         if task_id not in self.awaited:
             return []
-        self.known[task_id] = deps.summary(None)
+        self.known[task_id] = deps.summary(tombstone if tombstone is not None and tombstone.get("_deleted") else None)
         self.never_seen.discard(task_id)
         return sorted(self.awaited[task_id])
 

@@ -422,7 +422,7 @@ class Scheduler:
         for change in batch:
             if change.get("deleted"):
                 self.forget(change.get("id", ""))
-                self._release(self.deps.gone(change.get("id", "")))
+                self._release(self.deps.gone(change.get("id", ""), change.get("doc")))
                 continue
             doc = change.get("doc")
             if doc:
@@ -635,11 +635,18 @@ class Scheduler:
     async def _gate_deps(self, due: list[dict[str, Any]], now: datetime, writes: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Of the due tasks, those that may go on (:meth:`after.deptrack.DepTracker.gate`):
         the ends of failed dependents join ``writes``; the waiting ones stay off the heap."""
-        go, ends, later = await self.deps.gate(due, now, self.store.get_many, by=self.daemon_id, limit=self.settings.scheduler_history_limit)
+        limit = self.settings.scheduler_history_limit
+        go, ends, later = await self.deps.gate(due, now, self.store.get_many, by=self.daemon_id, limit=limit, buried=self.store.tombstones)
         writes += ends
         self.counters["dependency_failed"] += len(ends)
         for doc, at in later:
             self._requeue(doc, at)
+        for doc in go:
+            # The feed may have brought the same revision again while the gate read the
+            # store: what is claimed is the held copy, which must carry the outcomes too.
+            held = self.tasks.get(doc["_id"])
+            if "dependencies" in doc and held is not None and held is not doc and held.get("_rev") == doc.get("_rev"):
+                held["dependencies"] = doc["dependencies"]
         return go
 
     def backlog(self, worker: str) -> int:

@@ -161,7 +161,7 @@ class Tasks:
     async def _check_deps(self, docs: Sequence[Mapping[str, Any]], many: bool) -> None:
         """422 naming the ids in ``after`` that name no task (of the store or the batch),
         or the cycle the batch would make (:func:`after.deps.check_batch`)."""
-        found = await self.store.get_many(deps.outside(docs))
+        found = await self._with_tombstones(deps.outside(docs))
         problems = deps.check_batch(docs, found)
         where = {d["_id"]: i for i, d in enumerate(docs)}
         for i, ids in problems.unknown.items():
@@ -175,8 +175,15 @@ class Tasks:
     async def waiting_on(self, doc: Mapping[str, Any]) -> builtins.list[str]:
         """The dependencies of ``doc`` (its ``after``) that do not count as done yet."""
         ids = deps.ids_of(doc)
-        found = await self.store.get_many(ids)
+        found = await self._with_tombstones(ids)
         return [d for d in ids if deps.kind(found.get(d)) != deps.DONE]
+
+    async def _with_tombstones(self, ids: builtins.list[str]) -> dict[str, dict[str, Any]]:
+        """The documents of ``ids``, and the tombstones of those deleted (a purged task
+        counts as what it ended as: :func:`after.deps.kind`)."""
+        found = await self.store.get_many(ids)
+        missing = [i for i in ids if i not in found]
+        return {**found, **await self.store.tombstones(missing)} if missing else found
 
     async def get(self, raw_id: str) -> dict[str, Any]:
         doc = await self.store.get(task_id(raw_id))

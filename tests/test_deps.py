@@ -236,3 +236,23 @@ def test_a_never_seen_dependency_gets_a_grace_a_deleted_one_does_not() -> None:
     late = tr.judge(e, 2000.0 + deps.MISSING_GRACE)
     assert late.state == "fail" and late.culprit == "task:never"
     assert not tr.since and not tr.never_seen and not tr.known
+
+
+@pytest.mark.parametrize(
+    ("was", "kind"),
+    [("done", deps.DONE), ("err", deps.FAILED), ("canceled", deps.FAILED), (None, deps.MISSING), ("waiting", deps.MISSING)],
+)
+def test_a_tombstone_counts_as_what_the_task_ended_as(was: str | None, kind: str) -> None:
+    """A purge's tombstone keeps the status (``was``); a client's deletion has none."""
+    tomb = {"_id": "task:a", "_rev": "3-x", "_deleted": True, **({"was": was} if was else {})}
+    assert deps.kind(tomb) == kind
+    assert deps.summary(tomb) == {"status": was, "result": None, "error": None, "kind": kind}
+
+
+async def test_gate_reads_tombstones_of_what_it_did_not_find() -> None:
+    store = FakeStore({})
+    buried = FakeStore({"task:purged": {"_id": "task:purged", "_deleted": True, "was": "done"}})
+    d = t("task:d", after=["task:purged"])
+    go, ends, later = await DepTracker().gate([d], NOW, store.get_many, by="d1", limit=10, buried=buried.get_many)
+    assert go == [d] and d["dependencies"] == {"task:purged": {"status": "done", "result": None, "error": None}}
+    assert not ends and not later and (store.requests, buried.requests) == (1, 1)

@@ -237,3 +237,25 @@ def test_two_daemons_run_a_chain_and_a_diamond_each_task_once_in_order(start_dae
     # The claims are shared out between the daemons (by task id), so both took part.
     claimers = {e["by"] for i in range(30) for e in one.task(f"task:c{i:02d}")["history"] if e["status"] == "schedule"}
     assert len(claimers) == 2, claimers
+
+
+def test_a_purged_dependency_counts_as_what_it_ended_as(start_daemon: Callable[..., Daemon], tmp_path: Path) -> None:
+    """A dependency purged after its retention, before its dependent comes due: its
+    tombstone says it was done, so the dependent runs (its result is gone with it). A
+    task can even be created after one purged; a deleted one is unknown (422)."""
+    d = start_daemon("d0", AFTER_SCHEDULER_PURGE_INTERVAL="1")
+    d.start_worker("dw", jobs=["depjobs"])
+    rec = tmp_path / "runs.txt"
+    d.create([step(rec, "dw", "early", value="gone", retention=0), step(rec, "dw", "late", after=["early"]) | {"date": iso_in(3600)}])
+    wait_until(lambda: d.api("GET", "/tasks/task:early")[0] == 404, 60, "the done dependency to be purged")
+    assert d.task("task:late")["waiting_on"] == []
+    assert d.api("POST", "/tasks/task:late/reschedule", {"date": iso_in(0)})[0] == 200
+    late = d.wait_status("task:late", {"done", "err"}, timeout=60)
+    assert late["status"] == "done", late.get("error")
+    assert late.get("dependencies") == {"task:early": {"status": "done", "result": None, "error": None}}, late.get("error")
+    assert d.api("POST", "/tasks", step(rec, "dw", "after-purge", after=["early"]))[0] == 201
+    assert d.wait_status("task:after-purge", {"done", "err"}, timeout=60)["status"] == "done"
+    d.create({"id": "removed", "worker": "dw", "date": iso_in(3600), "job": "noop"})
+    assert d.api("DELETE", "/tasks/task:removed")[0] == 200
+    status, body = d.api("POST", "/tasks", step(rec, "dw", "too-late", after=["removed"]))
+    assert status == 422 and "task:removed" in body["message"], body
