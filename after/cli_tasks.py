@@ -69,6 +69,8 @@ def task() -> None:
 @click.option("--id", "task_id", default=None, help="The task's id (default: a new uuid).")
 @click.option("--kwargs", "kwargs_json", default=None, help="Keyword arguments as a JSON object.")
 @click.option("--json-args", is_flag=True, help="Parse each argument as JSON (numbers, lists...).")
+@click.option("--after", "after_ids", multiple=True, help="Wait for this task to be done first (repeatable).")
+@click.option("--after-failed", type=click.Choice(["err", "run"]), default=None, help="A dependency failed: end err (default) or run anyway.")
 @cli_hooks.options
 @_json_flag("JSON output: {id, rev, task}.")
 @click.pass_context
@@ -88,6 +90,8 @@ def add(
     task_id: str | None,
     kwargs_json: str | None,
     json_args: bool,
+    after_ids: tuple[str, ...],
+    after_failed: str | None,
     notify: tuple[str, ...],
     notify_on: str | None,
     as_json: bool,
@@ -106,6 +110,10 @@ def add(
     if exclude:
         body["exclude"] = list(exclude)
     body.update(cli_hooks.field(notify, notify_on))
+    if after_ids:
+        body["after"] = list(after_ids)
+    if after_failed is not None:
+        body["after_failed"] = after_failed
     if date is not None:
         body["date"] = _date(date)
     elif cron is None:
@@ -155,7 +163,7 @@ def ls(
 @_json_flag("JSON output (what show always prints).")
 @click.pass_context
 def show(ctx: click.Context, task_id: str, as_json: bool) -> None:
-    """Print one task as stored (JSON), with next_runs (jitter applied), next_occurrences and notice."""
+    """Print one task as stored (JSON), with next_runs (jitter applied), next_occurrences, waiting_on and notice."""
     out_json(_api(ctx).request("GET", _path(task_id)))
 
 

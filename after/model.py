@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from after import calendar, schema, timing
+from after import calendar, deps, schema, timing
 from after.errors import InvalidInput
 
 WAITING = "waiting"
@@ -135,6 +135,9 @@ def new_task(body: Any, *, now: datetime, by: str = "api", history_limit: int = 
         doc["notify"] = [hook.model_dump() for hook in fields.notify]
     if fields.paused is not None:
         doc["paused"] = fields.paused.model_dump()  # created paused: it waits for a resume
+    if fields.after:  # deps: the ids stored prefixed, each once
+        doc["after"] = deps.ids_of({"after": fields.after})
+        doc["after_failed"] = fields.after_failed or "err"
     add_history(doc, WAITING, by, now, limit=history_limit)
     return doc
 

@@ -185,6 +185,7 @@ def delivery(offer: Offer, now: float, *, timeout: float) -> dict[str, Any]:
         "start_in": left,
         "timeout": timeout,
         "attempt": int(doc.get("attempts") or 0) + 1,
+        "dependencies": dict(doc.get("dependencies") or {}),
         "task": task,
     }
 

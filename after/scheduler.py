@@ -47,6 +47,7 @@ from typing import Any
 
 from after import calendar, catchup, model, pauses, quorum, timing, triage
 from after.config import Settings
+from after.deptrack import DepTracker
 from after.dispatch import Dispatcher, LocalDispatcher, NoDispatcher
 from after.errors import AfterError, Forbidden, InvalidInput, NotFound, StoreUnavailable, Uncertain
 from after.jobs import JobFunc
@@ -160,6 +161,8 @@ class Scheduler:
         #: Worker names paused on this database (``pause:<name>`` documents): none of their
         #: tasks starts here while paused (:mod:`after.pauses`).
         self.pauses = pauses.PausedNames()
+        #: Due tasks whose dependencies (``after``) have not all finished (see :meth:`_gate_deps`).
+        self.deps = DepTracker()
 
     # -- memory -------------------------------------------------------------------------------
 
@@ -216,6 +219,7 @@ class Scheduler:
         self._gens.move_to_end(task_id)
         if len(self._gens) > GENS_KEPT:
             self._gens.popitem(last=False)
+        self._release(self.deps.saw(doc))
         if doc.get("_conflicts"):
             # Conflicting leaves (racing writes on a cluster, replication): what CouchDB
             # shows may not be the task's state. Settled first, acted on after.
@@ -438,6 +442,7 @@ class Scheduler:
         for change in batch:
             if change.get("deleted"):
                 self.forget(change.get("id", ""))
+                self._release(self.deps.gone(change.get("id", ""), change.get("doc")))
                 continue
             doc = change.get("doc")
             if doc:
@@ -476,7 +481,7 @@ class Scheduler:
         limit = self.settings.scheduler_history_limit
         writes: list[dict[str, Any]] = []
         stats: dict[str, int] = defaultdict(int)
-        valid = [doc for doc in due if doc["_id"] not in self._broken]
+        valid = await self._gate_deps([doc for doc in due if doc["_id"] not in self._broken], now, writes)
         # Paused (the task, or its worker name): not planned, so nothing happens to it until
         # it is resumed; a worker name's tasks are parked until then (after.pauses).
         valid, _paused, name_paused = pauses.split(valid, self.pauses)
@@ -640,6 +645,34 @@ class Scheduler:
         self._invalid.clear()
         self._broken.clear()
         return out
+
+    # -- dependencies (the rules: after.deps; the bookkeeping: after.deptrack) -------------
+
+    def _release(self, dependents: list[str]) -> None:
+        """A dependency changed what it counts as (the feed said so): its parked dependents
+        are looked at again in the next tick."""
+        for task_id in dependents:
+            held = self.tasks.get(task_id)
+            if held is not None:
+                self._requeue(held, 0)
+                self._kick.set()
+
+    async def _gate_deps(self, due: list[dict[str, Any]], now: datetime, writes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Of the due tasks, those that may go on (:meth:`after.deptrack.DepTracker.gate`):
+        the ends of failed dependents join ``writes``; the waiting ones stay off the heap."""
+        limit = self.settings.scheduler_history_limit
+        go, ends, later = await self.deps.gate(due, now, self.store.get_many, by=self.daemon_id, limit=limit, buried=self.store.tombstones)
+        writes += ends
+        self.counters["dependency_failed"] += len(ends)
+        for doc, at in later:
+            self._requeue(doc, at)
+        for doc in go:
+            # The feed may have brought the same revision again while the gate read the
+            # store: what is claimed is the held copy, which must carry the outcomes too.
+            held = self.tasks.get(doc["_id"])
+            if "dependencies" in doc and held is not None and held is not doc and held.get("_rev") == doc.get("_rev"):
+                held["dependencies"] = doc["dependencies"]
+        return go
 
     def backlog(self, worker: str) -> int:
         """Tasks of ``worker`` due and this daemon's to claim, waiting for a free slot."""

@@ -250,6 +250,19 @@ class TaskFields(_Strict):
 
     # -- schedule controls (issue 16): each control's client fields in its own block --
     # deps
+    after: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=200, pattern="^[^_]")]] | None,
+        Field(
+            max_length=100,
+            description="ids of the tasks it waits for (`task:` prefixed if missing; at most 100): due only once every one is `done` "
+            "(a cron task: has a `done` run) and its `date` has come; 422 naming unknown ids or a cycle",
+            examples=[["task:extract", "task:download"]],
+        ),
+    ] = None
+    after_failed: Annotated[
+        Literal["err", "run"] | None,
+        Field(description="a dependency ended `err` or `canceled`: `err` (default: this task ends `err`, reason `dependency`) or `run` (it runs anyway)"),
+    ] = None
 
     # pause
     paused: Annotated[
@@ -354,6 +367,10 @@ class StoredTask(TaskFields):
 
     # -- what After writes for the schedule controls (issue 16) --
     # deps
+    dependencies: Annotated[
+        dict[str, Any] | None,
+        Field(description="its dependencies' outcomes when it was claimed ({id: {status, result, error}}): the job's `ctx.dependencies`; by After"),
+    ] = None
 
     # pause
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from after import intents, model, timing
+from after import deps, intents, model, timing
 from after.bulkwriter import BulkWriter
 from after.config import Settings
 from after.errors import Conflict, InvalidInput, NotFound, Uncertain, Unprocessable
@@ -132,6 +132,8 @@ class Tasks(Pausing):  # pause, resume, pause_worker, resume_worker: after.pausi
         ids = [d["_id"] for d in docs]
         if len(set(ids)) != len(ids):
             raise InvalidInput("id: the same id is given twice", field="id")
+        if any(d.get("after") for d in docs):
+            await self._check_deps(docs, many)
         given = [d["_id"] for d, body in zip(docs, bodies, strict=True) if isinstance(body, Mapping) and ("id" in body or "_id" in body)]
         if given:
             existing = await self.store.get_many(given)
@@ -156,6 +158,33 @@ class Tasks(Pausing):  # pause, resume, pause_worker, resume_worker: after.pausi
                 raise res
             out.append(res)
         return out
+
+    async def _check_deps(self, docs: Sequence[Mapping[str, Any]], many: bool) -> None:
+        """422 naming the ids in ``after`` that name no task (of the store or the batch),
+        or the cycle the batch would make (:func:`after.deps.check_batch`)."""
+        found = await self._with_tombstones(deps.outside(docs))
+        problems = deps.check_batch(docs, found)
+        where = {d["_id"]: i for i, d in enumerate(docs)}
+        for i, ids in problems.unknown.items():
+            field = f"[{i}].after" if many else "after"
+            raise Unprocessable(f"{field}: unknown task(s): {', '.join(ids)}", field=field)
+        if problems.cycle is not None:
+            i = where.get(problems.cycle[0], 0)
+            field = f"[{i}].after" if many else "after"
+            raise Unprocessable(f"{field}: dependency cycle: {' -> '.join(problems.cycle)}", field=field)
+
+    async def waiting_on(self, doc: Mapping[str, Any]) -> builtins.list[str]:
+        """The dependencies of ``doc`` (its ``after``) that do not count as done yet."""
+        ids = deps.ids_of(doc)
+        found = await self._with_tombstones(ids)
+        return [d for d in ids if deps.kind(found.get(d)) != deps.DONE]
+
+    async def _with_tombstones(self, ids: builtins.list[str]) -> dict[str, dict[str, Any]]:
+        """The documents of ``ids``, and the tombstones of those deleted (a purged task
+        counts as what it ended as: :func:`after.deps.kind`)."""
+        found = await self.store.get_many(ids)
+        missing = [i for i in ids if i not in found]
+        return {**found, **await self.store.tombstones(missing)} if missing else found
 
     async def get(self, raw_id: str) -> dict[str, Any]:
         doc = await self.store.get(task_id(raw_id))

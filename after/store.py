@@ -364,6 +364,25 @@ class Store:
             reply = await view._post(keys, include_docs=True, conflicts=True)
         return {row["id"]: row["doc"] for row in reply.get("rows", []) if row.get("doc")}
 
+    async def tombstones(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The deletion records (tombstones) of those of ``ids`` that were deleted: what a
+        deletion wrote (a purge: the status it ended with, ``was``). One request, then one
+        per deleted id (rare: read for dependencies found missing)."""
+        keys = list(ids)
+        if not keys:
+            return {}
+        with self._call("get_many", f"{self.name}/_all_docs"):
+            reply = await self.db.all_docs._post(keys)
+        out: dict[str, dict[str, Any]] = {}
+        for row in reply.get("rows", []):
+            value = row.get("value") if isinstance(row, dict) else None
+            if isinstance(value, dict) and value.get("deleted") and isinstance(value.get("rev"), str):
+                with self._call("get", f"{self.name}/{row['id']}"):
+                    _, doc = await self.couch._server._get(f"/{quote_id(self.name)}/{quote_id(row['id'])}", params={"rev": value["rev"]})
+                if isinstance(doc, dict):
+                    out[row["id"]] = doc
+        return out
+
     async def by_prefix(self, prefix: str, *, limit: int = 10_000) -> list[dict[str, Any]]:
         """Documents whose id starts with ``prefix`` (one ``_all_docs`` range)."""
         params = {"startkey": json.dumps(prefix), "endkey": json.dumps(prefix + "\ufff0"), "include_docs": "true", "limit": limit}
@@ -547,7 +566,9 @@ class Store:
 
     async def purge(self, docs: Sequence[Mapping[str, Any]]) -> int:
         """Delete documents in one bulk request (a tombstone each, replicated as deletions)."""
-        tombstones = [{"_id": d["_id"], "_rev": d["_rev"], "_deleted": True} for d in docs]
+        # ``was``: the status it ended with, so that a task waiting on a purged one can tell
+        # a finished dependency from a deleted one (after.deps).
+        tombstones = [{"_id": d["_id"], "_rev": d["_rev"], "_deleted": True, "was": d.get("status")} for d in docs]
         results = await self.write_many(tombstones)
         return sum(1 for r in results.values() if isinstance(r, dict))
 

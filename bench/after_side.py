@@ -921,6 +921,13 @@ def w7(ctx: Ctx) -> dict[str, Any]:
     return remote_side.w7(ctx)
 
 
+def w8(ctx: Ctx) -> dict[str, Any]:
+    """A chain of tasks linked by dependencies, run in order: the hand-off cost (bench/chain.py)."""
+    from bench import chain
+
+    return chain.w8(ctx)
+
+
 def wait_idle(pid: int | None, deadline: float, *, window: float = 0.5, below: float = 0.05) -> float:
     """Wait until ``pid`` uses under ``below`` of a CPU over ``window`` s; return seconds waited."""
     t0 = time.monotonic()
@@ -1141,6 +1148,7 @@ WORKLOADS: dict[str, Callable[[Ctx], dict[str, Any]]] = {
     "W5": w5,
     "W6": w6,
     "W7": w7,
+    "W8": w8,
 }
 
 

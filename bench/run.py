@@ -56,7 +56,7 @@ except ModuleNotFoundError:  # run as a script: python bench/run.py
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_JSON = ROOT / "bench" / "results" / "latest.json"
-AFTER_ORDER = ("store", "W1", "W2", "W7", "W6", "W3", "W4", "W5")
+AFTER_ORDER = ("store", "W1", "W2", "W7", "W6", "W3", "W4", "W5", "W8")
 SERVERS = ("embedded", "couchdb")
 
 
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="a small version, under two minutes")
     size.add_argument("--smoke", action="store_true", help="a tiny version: does it still run? (figures mean nothing)")
-    parser.add_argument("--only", help="comma-separated subset of store,W1,W2,W3,W4,W5,W6,W7 (peers: W1,W2,W4)")
+    parser.add_argument("--only", help="comma-separated subset of store,W1,W2,W3,W4,W5,W6,W7,W8 (peers: W1,W2,W4)")
     parser.add_argument("--no-peers", action="store_true", help="After only")
     parser.add_argument(
         "--servers", help="comma-separated subset of embedded,couchdb, run in that order (default: embedded, and couchdb when its URL is given)"

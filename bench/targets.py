@@ -16,6 +16,8 @@ The targets, all in one place because the table is where a reader checks them:
   the embedded server (the issue's target names it); other servers show the figure.
 * W7: W2's tasks drained by a remote worker (``after.client``, concurrency 100) at
   >= 50 % of W2's rate on the same server in the same run (issue 15).
+* W8: a chain of 1,000 dependent tasks runs in order (issue 16); its hand-off (one's done
+  to the next one's start) is shown, with no target but the order.
 
 A missed target's row names the run's profile of that workload when ``--profile`` was
 given (the ``profiles`` the runner recorded in the result), so "where does the time go"
@@ -49,7 +51,7 @@ W7_VS_W2 = 0.5
 #: The server W6's target is judged on (issue 14: "on the embedded server on this machine").
 W6_JUDGED_ON = "embedded"
 #: Table order: W7 and W6 are W2 with another worker or job, so they sit next to it.
-WORKLOAD_ORDER = ("W1", "W2", "W7", "W6", "W3", "W4", "W5", "store")
+WORKLOAD_ORDER = ("W1", "W2", "W7", "W6", "W3", "W4", "W5", "W8", "store")
 
 
 @dataclass(frozen=True)
@@ -199,6 +201,14 @@ def after_rows(run: ServerRun, peers: PeerFigures, label: str = "") -> list[Tabl
         p99 = num(m.get("p99_ms"))
         figure = f"{num(m.get('creates_per_s')):.0f} creates/s, p50 {num(m.get('p50_ms')):.0f} / p99 {p99:.0f} ms ({m.get('clients')} clients)"
         row("W5", figure, f"p99 <= {W5_P99_MS:g} ms", _met(m.get("errors") == 0 and p99 <= W5_P99_MS, p99))
+    if not failed("W8"):
+        m = results["W8"]["metrics"]
+        p50 = num(m.get("handoff_p50_ms"))
+        figure = (
+            f"hand-off p50 {p50:.0f} / p95 {num(m.get('handoff_p95_ms')):.0f} / p99 {num(m.get('handoff_p99_ms')):.0f}"
+            f" / max {num(m.get('handoff_max_ms')):.0f} ms; {m.get('done')}/{m.get('n')} done in {num(m.get('total_s')):.1f} s"
+        )
+        row("W8", figure, "in order", _met(bool(m.get("in_order")) and m.get("done") == m.get("n"), p50))
     if not failed("store"):
         figure = (
             f"_bulk_docs {num(store.get('bulk_docs_per_s')):.0f} docs/s (After db), {num(store.get('plain_bulk_docs_per_s')):.0f} (plain db);"

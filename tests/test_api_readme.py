@@ -94,6 +94,7 @@ def test_readme_rest_examples_run_and_cover_every_route(daemon: Daemon, tmp_path
     assert daemon.api("GET", "/tasks/task:report-2")[0] == 404
     assert daemon.task("task:nightly")["next_runs"]
     assert daemon.task("task:backup-hooked")["notify"] == [{"url": "http://127.0.0.1:9/after-hook", "on": ["err", "canceled"]}]
+    assert daemon.task("task:load")["waiting_on"] == ["task:extract", "task:fetch"]  # Dependencies
     # The curl-only remote worker ran its task, and disconnected.
     uname = daemon.task("task:uname")
     assert uname["status"] == "done" and uname["result"]["stdout"] and uname["history"][-2]["by"].startswith("worker:bash@")

@@ -55,7 +55,7 @@ def test_bench_smoke_after(tmp_path: Path) -> None:
     assert [s["key"] for s in report["servers"]] == ["embedded"]
     assert report["servers"][0]["system"] == "after (embedded)" and report["servers"][0]["product"].startswith("pouchdb-server ")
     after = report["after"]["embedded"]
-    assert set(after) == {"store", "W1", "W2", "W3", "W4", "W5", "W6", "W7"}
+    assert set(after) == {"store", "W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8"}
     for name, res in after.items():
         assert res["metrics"], f"{name}: {res['notes']}"
     m = {name: res["metrics"] for name, res in after.items()}
@@ -74,9 +74,11 @@ def test_bench_smoke_after(tmp_path: Path) -> None:
     # W6 is bounded by a deadline: it reports what was done by then, at least one task.
     assert m["W6"]["job"] == "plain_stamp" and 0 < m["W6"]["done"] <= m["W6"]["n"] and _finite(m["W6"]["tasks_per_s"]), m["W6"]
     assert "job_processes" in after["W6"]["cpu_s"], after["W6"]["cpu_s"]
+    # W8: a chain of dependent tasks, run in order, with its hand-off figures.
+    assert m["W8"]["done"] == m["W8"]["n"] and m["W8"]["in_order"] is True and _finite(m["W8"]["handoff_p99_ms"]), m["W8"]
     judged = [row for row in report["table"] if row["system"] == "after (embedded)" and row["met"] is not None]
-    # W1, W2 efficiency, W7, W6, W3 tick, W3 RSS, W4, W5 (W2 and W4 vs huey need the peers)
-    assert len(judged) == 8, report["table"]
+    # W1, W2 efficiency, W7, W6, W3 tick, W3 RSS, W4, W5, W8 (W2 and W4 vs huey need the peers)
+    assert len(judged) == 9, report["table"]
     assert (tmp_path / "smoke.json").stat().st_size > 0
 
 

@@ -297,12 +297,15 @@ async def list_tasks(request: web.Request) -> web.Response:
 @route(
     "GET",
     "/tasks/{id}",
-    "One task as stored (plus next_runs and notice); its ETag is its revision",
+    "One task as stored (plus next_runs, waiting_on and notice); its ETag is its revision",
     responses={"200": {**json_resp(ref("Task")), "headers": {"ETag": {"description": "the task's revision", "schema": {"type": "string"}}}}},
 )
 async def get_task(request: web.Request) -> web.Response:
     doc = await request.app[TASKS].get(request.match_info["id"])
-    return web.json_response(_annotate(request, doc), headers={"ETag": f'"{doc["_rev"]}"'})
+    out = _annotate(request, doc)
+    if doc.get("after") and doc.get("status") in model.PENDING:
+        out["waiting_on"] = await request.app[TASKS].waiting_on(doc)
+    return web.json_response(out, headers={"ETag": f'"{doc["_rev"]}"'})
 
 
 @route("GET", "/tasks/{id}/history", "A task's status transitions (bounded; the first is kept)", responses={"200": json_resp(ref("History"))})

@@ -39,7 +39,7 @@ HISTORY_ENTRY = {
 }
 TASK = {
     "type": "object",
-    "description": "The task document as stored in CouchDB (see the README's schema), plus computed `next_runs`, `next_occurrences` and `notice`",
+    "description": "The task document as stored in CouchDB (see the README's schema), plus computed `next_runs`, `next_occurrences`, `waiting_on` and `notice`",
     "required": ["_id", "_rev", "type", "status"],
     "properties": {
         "_id": {"type": "string"},
@@ -59,6 +59,7 @@ TASK = {
             "items": {"type": "string"},
             "description": "the nominal cron occurrences of `next_runs` (before jitter; excluded days skipped)",
         },
+        "waiting_on": {"type": "array", "items": {"type": "string"}, "description": "the dependencies (`after`) not done yet"},
         "notice": {"type": "string"},
         "deliveries": {"type": "array", "items": webhooks.DELIVERY_SCHEMA},
         "paused": pauses.PAUSED_SCHEMA,

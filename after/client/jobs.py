@@ -34,6 +34,9 @@ class Context:
         self.id: str = str(delivery["id"])
         self.task: dict[str, Any] = dict(delivery.get("task") or {})
         self.attempt: int = int(delivery.get("attempt") or 1)
+        #: The outcomes of the tasks this one waited for (its ``after``), as they were when it
+        #: was claimed: ``{task_id: {"status", "result", "error"}}`` ({} without dependencies).
+        self.dependencies: dict[str, Any] = dict(delivery.get("dependencies") or self.task.get("dependencies") or {})
         #: The whole delivery (lease, job, start_at, timeout), for the curious.
         self.delivery: dict[str, Any] = dict(delivery)
         self.cancelled = threading.Event()

@@ -97,6 +97,13 @@ class TaskContext:
         or late run starts after its occurrence, maybe on the next day."""
         return calendar.nominal_of(self.task) if self.task.get("cron") else None
 
+    @property
+    def dependencies(self) -> dict[str, Any]:
+        """The outcomes of the tasks this one waited for (its ``after``), as they were when it
+        was claimed: ``{task_id: {"status", "result", "error"}}`` ({} without dependencies)."""
+        value = self.task.get("dependencies")
+        return dict(value) if isinstance(value, Mapping) else {}
+
     def progress(self, done: float, total: float | None = None) -> None:
         """Report progress; visible as ``progress`` in the task (``GET /tasks/{id}``)."""
         self.progress_value = {"done": done, "total": total}

@@ -626,6 +626,8 @@
           t.next_runs.map((d, i) => h('li', {}, timeEl(d),
             h('span', { class: 'muted' }, ' ' + relTime(d) + (window.AfterCalendar ? window.AfterCalendar.runNote(t, i) : '')))))));
       }
+      const deps = window.AfterUI && window.AfterUI.dependencies; // deps.js
+      if (deps) side.push(deps(t, { h, badge, section, taskHref }));
       if (t.runs && t.runs.length) { // a cron task's past runs, newest first
         parts.push(section('Past runs', 'task-runs-section', h('div', { class: 'table-wrap' },
           h('table', { class: 'data compact', 'data-testid': 'task-runs' }, headRow(['Due', 'Started', 'Took', 'Status', 'Error']),
