@@ -45,7 +45,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from after import catchup, model, quorum, timing, triage
+from after import catchup, model, occurrences, quorum, timing, triage
 from after.config import Settings
 from after.dispatch import Dispatcher, LocalDispatcher, NoDispatcher
 from after.errors import AfterError, Forbidden, InvalidInput, NotFound, StoreUnavailable, Uncertain
@@ -157,6 +157,8 @@ class Scheduler:
         self.catchup: catchup.Catchup | None = None
         #: When the window loop's first view query runs after a catch-up from the feed.
         self._refresh_in: float | None = None
+        #: Overlap policies (replace, allow) and backfills (after.occurrences).
+        self.occurrences = occurrences.Occurrences(self)
 
     # -- memory -------------------------------------------------------------------------------
 
@@ -232,7 +234,10 @@ class Scheduler:
                 self._kick.set()
                 return
             self._invalid.pop(task_id, None)
+        wake = self.occurrences.observe(doc)
         when = timing.agenda_time(doc)
+        if when is not None and wake is not None:
+            when = min(when, wake)  # a running replace task: its next occurrence replaces it
         if when is None or when > max(self._horizon, self._reaching):
             self.tasks.pop(task_id, None)
             return
@@ -456,7 +461,7 @@ class Scheduler:
         limit = self.settings.scheduler_history_limit
         writes: list[dict[str, Any]] = []
         stats: dict[str, int] = defaultdict(int)
-        valid = [doc for doc in due if doc["_id"] not in self._broken]
+        valid = [doc for doc in due if doc["_id"] not in self._broken and not self.occurrences.due(doc, now)]
         fires: dict[str, list[dict[str, Any]]] = defaultdict(list)
         later: list[dict[str, Any]] = []
         plan, failed = triage.plan_contained(now, valid, ahead=self.settings.scheduler_claim_ahead)
@@ -490,6 +495,7 @@ class Scheduler:
             for res in results.values():
                 if isinstance(res, dict):
                     self.observe(res)
+        await self.occurrences.run(now)
         if claims:
             for start, end in timing.claim_chunks(len(claims), self.settings.scheduler_claim_batch):
                 chunk = claims[start:end]
@@ -564,6 +570,8 @@ class Scheduler:
                 self._requeue(doc, takeover + self.settings.scheduler_claim_ahead)
                 stats["deferred"] += 1
                 return
+            if self.occurrences.fire(doc):
+                return  # overlap allow: the occurrence runs as a child document
             fires[worker].append(doc)
         elif action.kind == "cancel":
             out = self._acknowledge_cancel(doc, now)
@@ -712,7 +720,8 @@ class Scheduler:
                 return None  # another daemon's task: that daemon handles it
         out = dict(doc)
         out.pop("lease", None)
-        return model.set_status(out, model.CANCELED, self.daemon_id, now, limit=self.settings.scheduler_history_limit)
+        out = model.set_status(out, model.CANCELED, self.daemon_id, now, limit=self.settings.scheduler_history_limit)
+        return self.occurrences.settle(out, now)
 
     def recovered(self, doc: dict[str, Any], now: datetime, *, reason: str) -> dict[str, Any]:
         """A held task whose daemon or worker is gone: back to waiting, retried, or ``err``.
@@ -768,7 +777,8 @@ class Scheduler:
             if cur.get("status") == model.CANCEL:
                 out = dict(cur)
                 out.pop("lease", None)
-                writes.append(model.set_status(out, model.CANCELED, self.daemon_id, now, limit=self.settings.scheduler_history_limit))
+                out = model.set_status(out, model.CANCELED, self.daemon_id, now, limit=self.settings.scheduler_history_limit)
+                writes.append(self.occurrences.settle(out, now))
             elif cur.get("status") in model.HELD:
                 writes.append(self.recovered(cur, now, reason="worker died"))
         if writes:

@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from after import __version__, model, schema, tokens, wireschema
+from after import __version__, model, overlap, schema, tokens, wireschema
 from after.api.middleware import is_public
 
 ERROR = {
@@ -115,6 +115,8 @@ SCHEMAS: dict[str, Any] = {
     **wireschema.openapi_schemas(),
     # /tokens (after.tokens).
     **tokens.openapi_schemas(),
+    # POST /tasks/{id}/backfill (after.overlap).
+    **overlap.openapi_schemas(),
     "TaskInputOrList": {
         "oneOf": [
             {"$ref": "#/components/schemas/TaskInput"},

@@ -25,6 +25,7 @@ import inspect
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from after.errors import ConfigError
@@ -86,6 +87,14 @@ class TaskContext:
     @property
     def id(self) -> str:
         return str(self.task["_id"])
+
+    @property
+    def occurrence(self) -> datetime | None:
+        """The cron occurrence this run stands for (its nominal time: a backfilled or
+        concurrent occurrence's own, not now); None for a one-shot task."""
+        from after.occurrences import occurrence_of  # lazily: after.occurrences imports after.model, which is not needed to import after.jobs
+
+        return occurrence_of(self.task)
 
     def progress(self, done: float, total: float | None = None) -> None:
         """Report progress; visible as ``progress`` in the task (``GET /tasks/{id}``)."""

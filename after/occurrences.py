@@ -1,0 +1,174 @@
+"""The reads and writes that :mod:`after.overlap`'s decisions call for, on one daemon.
+
+Why apart from the scheduler: the tick keeps its one job (claim what is due); this module
+is told by small hooks what the tick and the changes feed saw, and once a tick
+(:meth:`Occurrences.run`) writes what follows from it:
+
+- a running ``replace`` task whose next occurrence came (on the daemon holding its
+  lease): its cancel intent, marked ``replacing``;
+- a due ``allow`` task, a pending backfill, a child that finished: one
+  :func:`after.overlap.step` of its parent — children created first (201, or 409:
+  spawned already, by this daemon or another), then the parent (revision-checked:
+  a conflict means another daemon did it, and the feed brings the new state), then the
+  recorded children removed. Each step re-reads the parent and its children, so a daemon
+  that died half-way is finished by the next one.
+
+Failures are contained to the task (logged; tried again next tick), never the tick.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from after import model, overlap, timing
+from after.errors import AfterError, Conflict, NotFound
+
+if TYPE_CHECKING:
+    from after.scheduler import Scheduler
+
+log = logging.getLogger("after.occurrences")
+
+#: Parents stepped per tick (the rest wait for the next one).
+STEPS_PER_TICK = 50
+
+
+class Occurrences:
+    """What one scheduler has to do for overlap policies and backfills."""
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self.s = scheduler
+        #: Parents to step (id -> the worker, for the preferred-daemon check).
+        self._dirty: dict[str, str] = {}
+        #: Running replace tasks whose next occurrence came: id -> (doc, occurrence).
+        self._replace: dict[str, tuple[dict[str, Any], datetime]] = {}
+
+    # -- hooks -----------------------------------------------------------------------------
+
+    def observe(self, doc: Mapping[str, Any]) -> datetime | None:
+        """A task's new state (from the feed or a window query): note what concerns us.
+        Returns when the scheduler must look at it again for us (a replace), or None."""
+        parent = overlap.parent_of(doc)
+        if parent is not None and doc.get("status") in overlap.FINISHED:
+            self._mark(parent, str(doc.get("worker", "")))
+        if overlap.pending(doc):
+            self._mark(str(doc["_id"]), str(doc.get("worker", "")))
+        return overlap.replace_at(doc)
+
+    def fire(self, doc: Mapping[str, Any]) -> bool:
+        """A due task the tick would claim: True if it is an ``allow`` task (its occurrence
+        runs as a child instead). Called after the preferred-daemon check."""
+        if overlap.policy(doc) != "allow" or not doc.get("cron") or overlap.parent_of(doc):
+            return False
+        self._dirty[str(doc["_id"])] = ""  # the tick already found it ours
+        self.s.kick()
+        return True
+
+    def due(self, doc: Mapping[str, Any], now: datetime) -> bool:
+        """A held task popped by the tick: True if its replacement is due and ours to ask."""
+        occurrence = overlap.replace_due(doc, now)
+        if occurrence is None:
+            return False
+        lease = doc.get("lease") or {}
+        if lease.get("daemon") not in (None, self.s.daemon_id):
+            return False  # the daemon that holds it replaces it
+        self._replace[str(doc["_id"])] = (dict(doc), occurrence)
+        return True
+
+    def settle(self, doc: dict[str, Any], now: datetime) -> dict[str, Any]:
+        """:func:`settle` as this daemon writes it."""
+        settings = self.s.settings
+        return settle(doc, by=self.s.daemon_id, now=now, limit=settings.scheduler_history_limit, runs_limit=settings.scheduler_runs_limit)
+
+    def _mark(self, parent_id: str, worker: str) -> None:
+        if self.s.preferred({"_id": parent_id, "worker": worker}) in (None, self.s.daemon_id):
+            self._dirty[parent_id] = worker
+            self.s.kick()
+
+    # -- once a tick -------------------------------------------------------------------------
+
+    async def run(self, now: datetime) -> None:
+        if self._replace:
+            await self._ask_replacements(now)
+        room = overlap.MAX_SPAWNS_PER_TICK
+        for parent_id in list(self._dirty)[:STEPS_PER_TICK]:
+            self._dirty.pop(parent_id, None)
+            try:
+                room -= await self.step(parent_id, now, room=room)
+            except AfterError as exc:
+                log.warning("task %s: overlap/backfill step failed (%s); tried again next tick", parent_id, exc.message)
+                self._dirty[parent_id] = ""
+            except Exception:
+                log.exception("task %s: overlap/backfill step failed; tried again next tick", parent_id)
+                self._dirty[parent_id] = ""
+            if room <= 0:
+                break
+        if self._dirty:
+            self.s.kick()
+
+    async def _ask_replacements(self, now: datetime) -> None:
+        limit = self.s.settings.scheduler_history_limit
+        intents = [overlap.replace_intent(doc, at, by=self.s.daemon_id, now=now, limit=limit) for doc, at in self._replace.values()]
+        self._replace.clear()
+        try:
+            results = await self.s.store.write_many(intents)
+        except AfterError as exc:
+            log.warning("replace intents not written (%s): asked again when their tasks are looked at", exc.message)
+            return
+        for task_id, res in results.items():
+            if isinstance(res, dict):
+                log.info("task %s: its occurrence %s replaces the running one", task_id, res["replacing"]["occurrence"])
+                self.s.observe(res)
+
+    async def step(self, parent_id: str, now: datetime, *, room: int) -> int:
+        """One :func:`after.overlap.step` of ``parent_id``; returns how many children it spawned."""
+        try:
+            parent = await self.s.store.get(parent_id)
+        except NotFound:
+            return 0  # deleted: its children (if any) end on their own, and stay until purged
+        children = await self.s.store.by_prefix(parent_id + overlap.SEP, limit=overlap.MAX_BACKFILL + overlap.MAX_LIVE_CHILDREN)
+        settings = self.s.settings
+        plan = overlap.step(
+            parent, children, now=now, by=self.s.daemon_id, limit=settings.scheduler_history_limit, runs_limit=settings.scheduler_runs_limit, room=room
+        )
+        if plan.spawn:
+            made = await self.s.store.write_many(plan.spawn)
+            for res in made.values():
+                if isinstance(res, AfterError) and not isinstance(res, Conflict):
+                    raise res  # not spawned: the parent must keep this occurrence
+                if isinstance(res, dict):
+                    self.s.observe(res)
+        if plan.parent is not None:
+            written = (await self.s.store.write_many([plan.parent])).get(parent_id)
+            if isinstance(written, Conflict):
+                self._dirty[parent_id] = ""  # changed meanwhile: stepped again with its new state
+                return len(plan.spawn)
+            if isinstance(written, AfterError):
+                raise written
+            if written is not None:
+                self.s.observe(written)
+        if plan.remove:
+            await self.s.store.write_many([{"_id": c["_id"], "_rev": c["_rev"], "_deleted": True} for c in plan.remove])
+        return len(plan.spawn)
+
+
+def settle(doc: dict[str, Any], *, by: str, now: datetime, limit: int, runs_limit: int) -> dict[str, Any]:
+    """A document about to be written: a ``canceled`` that acknowledges a replace is the
+    replaced run and the new occurrence instead (:func:`after.overlap.as_replaced`)."""
+    if doc.get("status") != model.CANCELED or not doc.get("replacing"):
+        return doc
+    return overlap.as_replaced(doc, by=by, now=now, limit=limit, runs_limit=runs_limit)
+
+
+def occurrence_of(task: Mapping[str, Any]) -> datetime | None:
+    """The occurrence a job run stands for (``ctx.occurrence``): the task's ``occurrence``
+    (a child's, or one set by After), else a cron task's ``date``; None for a one-shot."""
+    for value in (task.get("occurrence"), task.get("date") if task.get("cron") else None):
+        if value is not None:
+            try:
+                return timing.parse_date(value)
+            except AfterError:
+                return None
+    return None
