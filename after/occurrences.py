@@ -18,21 +18,26 @@ Failures are contained to the task (logged; tried again next tick), never the ti
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from after import model, overlap, timing
-from after.errors import AfterError, Conflict, NotFound
+from after.errors import AfterError, Conflict, NotFound, Uncertain
 
 if TYPE_CHECKING:
     from after.scheduler import Scheduler
+    from after.service import Tasks
 
 log = logging.getLogger("after.occurrences")
 
 #: Parents stepped per tick (the rest wait for the next one).
 STEPS_PER_TICK = 50
+#: Writes of a backfill request retried on a conflict (its scheduler or worker writing it meanwhile).
+TRIES = 8
 
 
 class Occurrences:
@@ -172,3 +177,38 @@ def occurrence_of(task: Mapping[str, Any]) -> datetime | None:
             except AfterError:
                 return None
     return None
+
+
+async def backfill(tasks: Tasks, raw_id: str, start: datetime, end: datetime) -> dict[str, Any]:
+    """Add the occurrences of [start, end] to the task's pending backfill; the answer's body."""
+    for attempt in range(TRIES):
+        doc = await tasks.get(raw_id)
+        if not doc.get("cron"):
+            raise Conflict(f"task {doc['_id']!r} is a one-shot task (no cron): it has no occurrences to backfill")
+        if overlap.parent_of(doc):
+            raise Conflict(f"task {doc['_id']!r} runs one occurrence of {doc['parent']!r}: backfill that task")
+        if doc.get("status") in model.TERMINAL or doc.get("status") == model.CANCEL:
+            raise Conflict(f"task {doc['_id']!r} is {doc.get('status')}: reschedule it before a backfill")
+        found = overlap.occurrences_between(doc, start, end)
+        answer = {"id": doc["_id"], "count": len(found), "occurrences": [timing.fmt(d) for d in found], "pending": len(overlap.pending(doc))}
+        if not found:
+            return answer
+        new = dict(doc)
+        new["backfill"] = overlap.merge_backfill(doc, found)
+        now = datetime.now(UTC)
+        model.add_history(
+            new, str(doc.get("status")), tasks.by, now, limit=tasks.settings.scheduler_history_limit, reason=f"backfill of {len(found)} occurrence(s)"
+        )
+        new["updated"] = timing.fmt(now)
+        res = (await tasks.store.write_many([new]))[new["_id"]]
+        if isinstance(res, Conflict):
+            await asyncio.sleep(random.uniform(0, min(0.5, 0.01 * 2**attempt)))
+            continue
+        if isinstance(res, Uncertain):
+            res = res.doc
+        if not isinstance(res, dict):
+            raise res
+        answer["pending"] = len(new["backfill"])
+        answer["task"] = res
+        return answer
+    raise Conflict(f"task {raw_id!r} keeps changing; try again")

@@ -953,6 +953,11 @@ class Client(Tasks):
         (doc,) = await self.create([body])
         return doc
 
+    async def backfill(self, task_id: str, start: Any, end: Any) -> dict[str, Any]:
+        """Run a cron task's occurrences of [start, end] (``POST /tasks/{id}/backfill``):
+        ``{id, count, occurrences, pending, task}``."""
+        return await occurrences.backfill(self, task_id, timing.parse_date(start, field="from"), timing.parse_date(end, field="to"))
+
     async def wait(self, task_id: str, *, statuses: Iterable[str] = model.TERMINAL, timeout: float = 60.0) -> dict[str, Any]:
         """Poll until the task reaches one of ``statuses`` (a convenience for scripts and tests)."""
         wanted = set(statuses)
