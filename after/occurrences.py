@@ -73,12 +73,20 @@ class Occurrences:
 
     def due(self, doc: Mapping[str, Any], now: datetime) -> bool:
         """A held task popped by the tick: True if its replacement is due and ours to ask."""
-        occurrence = overlap.replace_due(doc, now)
+        occurrence = overlap.replace_at(doc)
         if occurrence is None:
             return False
         lease = doc.get("lease") or {}
         if lease.get("daemon") not in (None, self.s.daemon_id):
             return False  # the daemon that holds it replaces it
+        if occurrence > now:
+            # Popped early (the tick looks claim_ahead seconds ahead): back at its time,
+            # unless its lease is over (then the plan recovers it).
+            until = timing.agenda_time(doc)
+            if until is not None and until <= now:
+                return False
+            self.s._requeue(dict(doc), occurrence.timestamp())
+            return True
         self._replace[str(doc["_id"])] = (dict(doc), occurrence)
         return True
 
