@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import Daemon, tid, wait_until
 
 JOBS = ["overlapjobs", "pooljobs"]
@@ -29,7 +28,9 @@ def runs(d: Daemon, task_id: str) -> list[dict[str, Any]]:
 def test_replace_kills_the_running_occurrence_and_starts_the_next(daemon: Daemon, tmp_path: Path) -> None:
     daemon.start_worker("rep", concurrency=2, jobs=JOBS)
     pidfile = tmp_path / "pid"
-    task = daemon.create({"id": "rep", "worker": "rep", "cron": "*/20 * * * * *", "overlap": "replace", "job": {"name": "nap", "arguments": [3600, str(pidfile)]}})
+    task = daemon.create(
+        {"id": "rep", "worker": "rep", "cron": "*/20 * * * * *", "overlap": "replace", "job": {"name": "nap", "arguments": [3600, str(pidfile)]}}
+    )
     task_id = task["id"]
     wait_until(pidfile.exists, 90, "the first occurrence to start")
     first = int(pidfile.read_text())
