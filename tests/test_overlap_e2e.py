@@ -3,12 +3,22 @@ the embedded CouchDB. Waits are on conditions with generous deadlines (a loaded 
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import os
+import signal
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Daemon, tid, wait_until
+from conftest import Couch, Daemon, iso_in, tid, wait_until
+from test_poison import put_direct
+
+from after import timing
+from after.jobs import TaskContext
+from after.scheduler import connect
 
 JOBS = ["overlapjobs", "pooljobs"]
 
@@ -122,3 +132,102 @@ def test_cli_backfill(daemon: Daemon) -> None:
     first = daemon.wait_status(f"{task['id']}@1782903600", "waiting", timeout=60)
     assert first["occurrence"] == "2026-07-01T11:00:00.000Z" and first["parent"] == task["id"] and first["backfilled"] is True
     wait_until(lambda: daemon.task(task["id"]).get("backfill") == ["2026-07-02T11:00:00.000Z"], 60, "one occurrence left pending")
+
+
+def test_replace_reaches_a_remote_worker_as_a_cancel(daemon: Daemon) -> None:
+    from test_remote import Remote
+
+    remote = Remote(daemon, "far")
+    task_id = daemon.create({"id": "far-rep", "worker": "far", "cron": "*/15 * * * * *", "overlap": "replace", "job": "send"})["id"]
+    (offer,) = remote.poll(wait=20)
+    remote.accept(offer)
+
+    def told() -> bool:
+        status, beat = remote.task_call(task_id, "heartbeat", {"lease": offer["lease"]})
+        assert status == 200, beat
+        return bool(beat["cancel"])
+
+    wait_until(told, 60, "the heartbeat answer says cancel (the next occurrence replaces this run)")
+    status, answer = remote.finish(offer, status="canceled")
+    assert status == 200, answer
+    doc = daemon.task(task_id)
+    assert doc["runs"][-1]["status"] == "replaced" and doc["runs"][-1]["date"] < doc["date"]
+    assert doc["status"] in ("reschedule", "schedule", "scheduled") and "replacing" not in doc
+    (again,) = remote.poll(wait=20)  # the new occurrence, at once
+    assert again["id"] == task_id and again["lease"] != offer["lease"]
+
+
+def started(notes: Path) -> collections.Counter[str]:
+    """How many times each occurrence started, by the job's own notes."""
+    if not notes.exists():
+        return collections.Counter()
+    return collections.Counter(line.split()[0] for line in notes.read_text().splitlines() if line.endswith("start"))
+
+
+def test_two_daemons_spawn_each_allowed_occurrence_once(start_daemon: Callable[..., Daemon], tmp_path: Path) -> None:
+    a, b = start_daemon("a"), start_daemon("b")
+    for d in (a, b):
+        d.start_worker("dup", concurrency=4, jobs=JOBS)
+    notes = tmp_path / "notes"
+    task_id = a.create({"id": "dup", "worker": "dup", "cron": "*/2 * * * * *", "overlap": "allow", "job": {"name": "note", "arguments": [str(notes), 1]}})["id"]
+    wait_until(lambda: len(runs(a, task_id)) >= 8, 150, "eight occurrences recorded")
+    assert a.api("POST", f"/tasks/{tid(task_id)}/cancel")[0] == 200
+    recorded = [r["id"] for r in runs(a, task_id)]
+    assert len(recorded) == len(set(recorded)), recorded
+    time.sleep(3)  # children spawned before the cancel end meanwhile
+    counts = started(notes)
+    assert counts and max(counts.values()) == 1, counts  # no occurrence ran twice
+
+
+def test_a_backfill_goes_on_after_a_restart(start_daemon: Callable[..., Daemon], tmp_path: Path) -> None:
+    d = start_daemon("r")
+    d.start_worker("slow", concurrency=2, jobs=JOBS)
+    notes = tmp_path / "notes"
+    task_id = d.create({"id": "slow", "worker": "slow", "cron": "0 3 * * *", "job": {"name": "note", "arguments": [str(notes), 1.5]}})["id"]
+    assert d.api("POST", f"/tasks/{tid(task_id)}/backfill", {"from": "2026-03-01", "to": "2026-03-06"})[1]["count"] == 5
+    wait_until(lambda: len(runs(d, task_id)) >= 1, 90, "a first backfilled run")
+    assert d.stop(signal.SIGTERM, timeout=60) == 0
+    again = start_daemon("r", state=d.state)  # the same state: its workers start again
+    wait_until(lambda: len(runs(again, task_id)) >= 5, 150, "the five backfilled runs, across the restart")
+    occurrences = [r["occurrence"] for r in runs(again, task_id)]
+    assert occurrences == [f"2026-03-0{i}T03:00:00.000Z" for i in range(1, 6)]
+    assert max(started(notes).values()) == 1 and again.task(task_id)["backfill"] == []
+
+
+def test_direct_documents_with_overlap_and_backfill(daemon: Daemon, couch: Couch, dbname: str, tmp_path: Path) -> None:
+    daemon.start_worker("direct", concurrency=4, jobs=JOBS)
+    notes = tmp_path / "notes"
+    base = {"type": "task", "worker": "direct", "status": "waiting", "job": {"name": "note", "arguments": [str(notes)]}}
+    # A pending backfill written by another program: run like one asked through REST.
+    pending = ["2026-05-01T00:00:00Z", "2026-05-02T00:00:00Z"]
+    status, _ = put_direct(couch, dbname, {**base, "_id": "task:direct-bf", "cron": "0 0 * * *", "date": "2031-01-01T00:00:00Z", "backfill": pending})
+    assert status == 201
+    # An allow task written straight into CouchDB.
+    status, _ = put_direct(couch, dbname, {**base, "_id": "task:direct-allow", "cron": "*/3 * * * * *", "overlap": "allow", "date": iso_in(0)})
+    assert status == 201
+    # Bad shapes end err naming the field; nothing else stops.
+    for doc_id, change, field in [("task:direct-bad-1", {"overlap": "sometimes"}, "overlap"), ("task:direct-bad-2", {"backfill": "yesterday"}, "backfill")]:
+        assert put_direct(couch, dbname, {**base, "_id": doc_id, "cron": "0 0 * * *", "date": iso_in(0), **change})[0] == 201
+        ended = daemon.wait_status(doc_id, "err", timeout=60)
+        assert ended["error"]["reason"] == "invalid" and ended["error"]["field"] == field, ended["error"]
+    wait_until(lambda: len(runs(daemon, "task:direct-bf")) >= 2, 90, "the direct backfill run")
+    assert [r["occurrence"] for r in runs(daemon, "task:direct-bf")] == [timing.fmt(timing.parse_date(p)) for p in pending]
+    wait_until(lambda: len(runs(daemon, "task:direct-allow")) >= 1, 90, "an allowed occurrence of the direct task")
+    assert runs(daemon, "task:direct-allow")[0]["id"].startswith("task:direct-allow@")
+
+
+async def test_python_module_backfill(couch: Couch, dbname: str) -> None:
+    seen: list[str] = []
+
+    async def note(ctx: TaskContext) -> None:
+        assert ctx.occurrence is not None
+        seen.append(timing.fmt(ctx.occurrence))
+
+    async with connect(couch.url_for(), database=dbname, run={"py": {"note": note}}) as after:
+        task = await after.schedule("py", "note", cron="0 6 * * *", timezone="Europe/Lisbon")
+        res = await after.backfill(task["_id"], "2026-08-01", "2026-08-03T23:59:59Z")
+        assert res["count"] == 3 and res["pending"] == 3
+        deadline = time.monotonic() + 60
+        while len(seen) < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        assert seen == ["2026-08-01T05:00:00.000Z", "2026-08-02T05:00:00.000Z", "2026-08-03T05:00:00.000Z"]
