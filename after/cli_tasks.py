@@ -64,6 +64,7 @@ def task() -> None:
 @click.option("--priority", type=int, default=None, help="Higher first among tasks due in the same second.")
 @click.option("--timeout", type=float, default=None, help="Seconds before the job is killed.")
 @click.option("--retry", type=int, default=None, help="Retries after a failure.")
+@click.option("--overlap", type=click.Choice(["wait", "skip", "replace", "allow"]), default=None, help="A cron run due while the previous one runs.")
 @click.option("--id", "task_id", default=None, help="The task's id (default: a new uuid).")
 @click.option("--kwargs", "kwargs_json", default=None, help="Keyword arguments as a JSON object.")
 @click.option("--json-args", is_flag=True, help="Parse each argument as JSON (numbers, lists...).")
@@ -80,6 +81,7 @@ def add(
     priority: int | None,
     timeout: float | None,
     retry: int | None,
+    overlap: str | None,
     task_id: str | None,
     kwargs_json: str | None,
     json_args: bool,
@@ -92,7 +94,8 @@ def add(
     except ValueError as exc:
         raise click.BadParameter(f"not JSON: {exc}") from None
     body: dict[str, Any] = {"worker": worker, "job": {"name": job, "arguments": args, "kwargs": kwargs}}
-    for key, value in (("id", task_id), ("cron", cron), ("timezone", timezone), ("priority", priority), ("timeout", timeout), ("retry", retry)):
+    fields = (("id", task_id), ("cron", cron), ("timezone", timezone), ("priority", priority), ("timeout", timeout), ("retry", retry), ("overlap", overlap))
+    for key, value in fields:
         if value is not None:
             body[key] = value
     if date is not None:

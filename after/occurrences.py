@@ -58,7 +58,7 @@ class Occurrences:
         parent = overlap.parent_of(doc)
         if parent is not None and doc.get("status") in overlap.FINISHED:
             self._mark(parent, str(doc.get("worker", "")))
-        if overlap.pending(doc):
+        if overlap.pending(doc) or (overlap.policy(doc) == "allow" and doc.get("status") in (model.CANCEL, model.CANCELED)):
             self._mark(str(doc["_id"]), str(doc.get("worker", "")))
         return overlap.replace_at(doc)
 
@@ -137,11 +137,15 @@ class Occurrences:
 
     async def step(self, parent_id: str, now: datetime, *, room: int) -> int:
         """One :func:`after.overlap.step` of ``parent_id``; returns how many children it spawned."""
+        children = await self.s.store.by_prefix(parent_id + overlap.SEP, limit=overlap.MAX_BACKFILL + overlap.MAX_LIVE_CHILDREN)
         try:
             parent = await self.s.store.get(parent_id)
         except NotFound:
-            return 0  # deleted: its children (if any) end on their own, and stay until purged
-        children = await self.s.store.by_prefix(parent_id + overlap.SEP, limit=overlap.MAX_BACKFILL + overlap.MAX_LIVE_CHILDREN)
+            # Deleted: its unfinished children end on their own; the finished ones go.
+            ended = [c for c in children if c.get("status") in overlap.FINISHED and overlap.parent_of(c) == parent_id]
+            if ended:
+                await self.s.store.write_many([{"_id": c["_id"], "_rev": c["_rev"], "_deleted": True} for c in ended])
+            return 0
         settings = self.s.settings
         plan = overlap.step(
             parent, children, now=now, by=self.s.daemon_id, limit=settings.scheduler_history_limit, runs_limit=settings.scheduler_runs_limit, room=room
@@ -162,6 +166,10 @@ class Occurrences:
                 raise written
             if written is not None:
                 self.s.observe(written)
+        if plan.cancel:
+            for res in (await self.s.store.write_many(plan.cancel)).values():
+                if isinstance(res, dict):
+                    self.s.observe(res)  # acknowledged (or stopped where it runs) by the next tick
         if plan.remove:
             await self.s.store.write_many([{"_id": c["_id"], "_rev": c["_rev"], "_deleted": True} for c in plan.remove])
         return len(plan.spawn)

@@ -201,6 +201,8 @@ class Step:
     spawn: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     parent: dict[str, Any] | None = None
     remove: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    #: Unfinished children of a canceled task: their cancel intents.
+    cancel: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 def step(
@@ -209,8 +211,8 @@ def step(
     """One pass over a task and its children: record finished ones, spawn what is due.
 
     ``children``: every child document found (their ids start ``<parent id>@``). Spawns
-    at most ``room``. A finished parent (canceled, deleted intent) spawns nothing more and
-    drops its pending backfill.
+    at most ``room``. A finished parent spawns nothing more and drops its pending
+    backfill; a canceled one also cancels its children that still wait or run.
     """
     out = Step()
     doc = dict(parent)
@@ -226,6 +228,11 @@ def step(
             out.remove.append(dict(kid))
     live = sum(1 for k in kids.values() if k.get("status") not in FINISHED)
     finished = doc.get("status") in FINISHED or doc.get("status") == model.CANCEL
+    if doc.get("status") in (model.CANCEL, model.CANCELED):
+        # Canceling a task cancels the occurrences of it that still wait or run.
+        for kid in kids.values():
+            if kid.get("status") not in FINISHED and kid.get("status") != model.CANCEL:
+                out.cancel.append(model.set_status(dict(kid), model.CANCEL, by, now, limit=limit, reason=f"its task {doc['_id']} was canceled"))
     queue = pending(doc)
     keep: list[str] = []
     for at in queue:

@@ -250,3 +250,12 @@ def test_ctx_occurrence() -> None:
     assert occurrences.occurrence_of({"occurrence": "2026-01-01T00:00:00Z"}) == utc(2026, 1, 1)
     assert occurrences.occurrence_of({"cron": "* * * * *", "date": "2026-01-01T00:01:00Z"}) == utc(2026, 1, 1, 0, 1)
     assert occurrences.occurrence_of({"date": "2026-01-01T00:01:00Z"}) is None
+
+
+def test_a_canceled_task_cancels_its_unfinished_children() -> None:
+    parent = cron_task(overlap="allow", status="canceled")
+    kids = [child(parent, NOW - timedelta(hours=h), status) for h, status in ((3, "scheduled"), (2, "waiting"), (1, "done"))]
+    plan = step(parent, kids)
+    assert sorted(c["_id"] for c in plan.cancel) == sorted(k["_id"] for k in kids[:2])
+    assert all(c["status"] == "cancel" for c in plan.cancel) and plan.spawn == []
+    assert step(cron_task(overlap="allow"), kids[:2], now=NOW - timedelta(seconds=1)).cancel == []

@@ -74,6 +74,13 @@ def test_allow_runs_occurrences_concurrently_as_children(daemon: Daemon, tmp_pat
     # finished children are removed once their parent holds their runs
     wait_until(lambda: daemon.api("GET", f"/tasks/{tid(a['id'])}")[0] == 404, 60, "the recorded child removed")
 
+    # The cancel of the task canceled its occurrences still running: each recorded, then removed.
+    def listed() -> list[str]:
+        return [t["_id"] for t in daemon.api("GET", "/tasks?worker=par&limit=100")[1]["tasks"]]
+
+    wait_until(lambda: listed() == [task_id], 90, "no child left")
+    assert "canceled" in {r["status"] for r in runs(daemon, task_id)}
+
 
 def test_backfill_of_ten_occurrences_runs_each_oldest_first(daemon: Daemon, tmp_path: Path) -> None:
     daemon.start_worker("bf", concurrency=4, jobs=JOBS)
@@ -126,6 +133,8 @@ def test_cli_backfill(daemon: Daemon) -> None:
     task = daemon.create({"worker": "nobody", "job": "noop", "cron": "0 12 * * *", "timezone": "Europe/Lisbon"})
     out = daemon.cli("task", "backfill", task["id"], "--from", "2026-07-01", "--to", "2026-07-03").stdout
     assert "2 occurrence(s)" in out and "2026-07-01T11:00:00.000Z" in out and "2026-07-02T11:00:00.000Z" in out
+    added = daemon.cli("task", "add", "nobody", "noop", "--cron", "0 * * * *", "--overlap", "allow").stdout.strip()
+    assert daemon.task(added)["overlap"] == "allow"
     res = daemon.cli("task", "backfill", task["id"], "--from", "2026-07-03", "--to", "2026-07-01", check=False)
     assert res.returncode == 1 and "to:" in res.stderr and "422" in res.stderr
     # the first occurrence waits as a child (its worker does not run here), the other is pending
