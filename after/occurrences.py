@@ -34,8 +34,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("after.occurrences")
 
-#: Parents stepped per tick (the rest wait for the next one).
-STEPS_PER_TICK = 50
+#: Parents stepped per tick, concurrently (the rest wait for the next one).
+STEPS_PER_TICK = 20
 #: Writes of a backfill request retried on a conflict (its scheduler or worker writing it meanwhile).
 TRIES = 8
 
@@ -103,23 +103,33 @@ class Occurrences:
     # -- once a tick -------------------------------------------------------------------------
 
     async def run(self, now: datetime) -> None:
+        """What the tick and the feed noted since the last tick. The steps run concurrently
+        (each is a few round trips), at most :data:`STEPS_PER_TICK` a tick; one that fails
+        is tried again at the next tick (not at once: a store that is down is not hammered)."""
         if self._replace:
             await self._ask_replacements(now)
-        room = overlap.MAX_SPAWNS_PER_TICK
-        for parent_id in list(self._dirty)[:STEPS_PER_TICK]:
+        batch = list(self._dirty)[:STEPS_PER_TICK]
+        if not batch:
+            return
+        for parent_id in batch:
             self._dirty.pop(parent_id, None)
-            try:
-                room -= await self.step(parent_id, now, room=room)
-            except AfterError as exc:
-                log.warning("task %s: overlap/backfill step failed (%s); tried again next tick", parent_id, exc.message)
-                self._dirty[parent_id] = ""
-            except Exception:
-                log.exception("task %s: overlap/backfill step failed; tried again next tick", parent_id)
-                self._dirty[parent_id] = ""
-            if room <= 0:
-                break
-        if self._dirty:
-            self.s.kick()
+        room = max(1, overlap.MAX_SPAWNS_PER_TICK // len(batch))
+        results = await asyncio.gather(*(self.step(parent_id, now, room=room) for parent_id in batch), return_exceptions=True)
+        failed = []
+        for parent_id, res in zip(batch, results, strict=True):
+            if isinstance(res, AfterError):
+                log.warning("task %s: overlap/backfill step failed (%s); tried again next tick", parent_id, res.message)
+            elif isinstance(res, BaseException):
+                if not isinstance(res, Exception):
+                    raise res  # cancelled: the scheduler stops
+                log.error("task %s: overlap/backfill step failed; tried again next tick", parent_id, exc_info=res)
+            else:
+                continue
+            failed.append(parent_id)
+        if len(self._dirty) > 0:
+            self.s.kick()  # more than a batch (or changed meanwhile): the next tick at once
+        for parent_id in failed:
+            self._dirty.setdefault(parent_id, "")
 
     async def _ask_replacements(self, now: datetime) -> None:
         limit = self.s.settings.scheduler_history_limit
