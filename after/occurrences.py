@@ -158,7 +158,14 @@ class Occurrences:
             return 0
         settings = self.s.settings
         plan = overlap.step(
-            parent, children, now=now, by=self.s.daemon_id, limit=settings.scheduler_history_limit, runs_limit=settings.scheduler_runs_limit, room=room
+            parent,
+            children,
+            now=now,
+            by=self.s.daemon_id,
+            limit=settings.scheduler_history_limit,
+            runs_limit=settings.scheduler_runs_limit,
+            room=room,
+            ahead=settings.scheduler_claim_ahead,
         )
         if plan.spawn:
             made = await self.s.store.write_many(plan.spawn)

@@ -206,12 +206,21 @@ class Step:
 
 
 def step(
-    parent: Mapping[str, Any], children: Iterable[Mapping[str, Any]], *, now: datetime, by: str, limit: int, runs_limit: int, room: int = MAX_SPAWNS_PER_TICK
+    parent: Mapping[str, Any],
+    children: Iterable[Mapping[str, Any]],
+    *,
+    now: datetime,
+    by: str,
+    limit: int,
+    runs_limit: int,
+    room: int = MAX_SPAWNS_PER_TICK,
+    ahead: float = 0.0,
 ) -> Step:
     """One pass over a task and its children: record finished ones, spawn what is due.
 
     ``children``: every child document found (their ids start ``<parent id>@``). Spawns
-    at most ``room``. A finished parent spawns nothing more and drops its pending
+    at most ``room``; an ``allow`` occurrence due within ``ahead`` seconds is spawned
+    already (the child is claimed ahead and starts on time, like any task). A finished parent spawns nothing more and drops its pending
     backfill; a canceled one also cancels its children that still wait or run.
     """
     out = Step()
@@ -251,7 +260,14 @@ def step(
     if queue:
         doc["backfill"] = keep
     due = timing.due_at(doc)
-    if policy(doc) == "allow" and doc.get("cron") and doc.get("status") in model.PENDING and due is not None and due <= now and room > 0:
+    if (
+        policy(doc) == "allow"
+        and doc.get("cron")
+        and doc.get("status") in model.PENDING
+        and due is not None
+        and due <= now + timedelta(seconds=ahead)
+        and room > 0
+    ):
         cid = child_id(str(doc["_id"]), due)
         if cid in kids or live < MAX_LIVE_CHILDREN:
             if cid not in kids:

@@ -259,3 +259,11 @@ def test_a_canceled_task_cancels_its_unfinished_children() -> None:
     assert sorted(c["_id"] for c in plan.cancel) == sorted(k["_id"] for k in kids[:2])
     assert all(c["status"] == "cancel" for c in plan.cancel) and plan.spawn == []
     assert step(cron_task(overlap="allow"), kids[:2], now=NOW - timedelta(seconds=1)).cancel == []
+
+
+def test_allow_spawns_an_occurrence_due_within_the_claim_ahead() -> None:
+    parent = cron_task(overlap="allow")
+    early = NOW - timedelta(seconds=1.5)
+    assert step(parent, now=early).spawn == []
+    plan = overlap.step(parent, [], now=early, by="d", limit=50, runs_limit=100, ahead=2.0)
+    assert [c["date"] for c in plan.spawn] == [timing.fmt(NOW)]  # due at its occurrence, claimed ahead
