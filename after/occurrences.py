@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from after import model, overlap, timing
-from after.errors import AfterError, Conflict, NotFound, Uncertain
+from after.errors import AfterError, Conflict, NotFound, Uncertain, Unprocessable
 
 if TYPE_CHECKING:
     from after.scheduler import Scheduler
@@ -223,6 +223,8 @@ async def backfill(tasks: Tasks, raw_id: str, start: datetime, end: datetime) ->
         if doc.get("status") in model.TERMINAL or doc.get("status") == model.CANCEL:
             raise Conflict(f"task {doc['_id']!r} is {doc.get('status')}: reschedule it before a backfill")
         found = overlap.occurrences_between(doc, start, end)
+        if found and len(overlap.child_id(str(doc["_id"]), found[-1])) > 200:
+            raise Unprocessable(f"id: {doc['_id']!r} is too long for its occurrences' ids (<id>@<epoch>, at most 200 characters)", field="id")
         answer = {"id": doc["_id"], "count": len(found), "occurrences": [timing.fmt(d) for d in found], "pending": len(overlap.pending(doc))}
         if not found:
             return answer
