@@ -84,12 +84,22 @@ def parent_of(doc: Mapping[str, Any]) -> str | None:
 def pending(task: Mapping[str, Any]) -> list[str]:
     """The task's pending backfill occurrences (stored form), oldest first."""
     value = task.get("backfill")
-    return sorted(v for v in value if isinstance(v, str)) if isinstance(value, list) else []
+    if not isinstance(value, list):
+        return []
+    return sorted((v for v in value if isinstance(v, str)), key=_instant)
+
+
+def _instant(value: str) -> tuple[float, str]:
+    """A pending entry's order: its time (a direct writer's form may differ from ours)."""
+    try:
+        return (timing.parse_date(value).timestamp(), value)
+    except InvalidInput:
+        return (float("inf"), value)
 
 
 def merge_backfill(task: Mapping[str, Any], new: Iterable[datetime]) -> list[str]:
     """The task's pending list with ``new`` added (deduplicated, oldest first), bounded."""
-    merged = sorted(set(pending(task)) | {timing.fmt(d) for d in new})
+    merged = sorted({timing.fmt(timing.parse_date(v)) for v in pending(task)} | {timing.fmt(d) for d in new})
     if len(merged) > MAX_BACKFILL:
         raise Unprocessable(f"to: more than {MAX_BACKFILL} occurrences would be pending (already {len(pending(task))})", field="to")
     return merged
@@ -220,8 +230,9 @@ def step(
 
     ``children``: every child document found (their ids start ``<parent id>@``). Spawns
     at most ``room``; an ``allow`` occurrence due within ``ahead`` seconds is spawned
-    already (the child is claimed ahead and starts on time, like any task). A finished parent spawns nothing more and drops its pending
-    backfill; a canceled one also cancels its children that still wait or run.
+    already (the child is claimed ahead and starts on time, like any task). A finished
+    parent spawns nothing more and drops its pending backfill; a canceled one also
+    cancels its children that still wait or run.
     """
     out = Step()
     doc = dict(parent)

@@ -267,3 +267,9 @@ def test_allow_spawns_an_occurrence_due_within_the_claim_ahead() -> None:
     assert step(parent, now=early).spawn == []
     plan = overlap.step(parent, [], now=early, by="d", limit=50, runs_limit=100, ahead=2.0)
     assert [c["date"] for c in plan.spawn] == [timing.fmt(NOW)]  # due at its occurrence, claimed ahead
+
+
+def test_pending_entries_in_other_date_forms_run_in_time_order() -> None:
+    task = cron_task(backfill=["2026-01-02T00:00:00Z", "2026-01-01T12:00:00+00:00", "2026-01-01T00:00:00.000Z"])
+    assert [timing.parse_date(v) for v in overlap.pending(task)] == [utc(2026, 1, 1), utc(2026, 1, 1, 12), utc(2026, 1, 2)]
+    assert overlap.merge_backfill(task, [utc(2026, 1, 2)]) == [timing.fmt(d) for d in (utc(2026, 1, 1), utc(2026, 1, 1, 12), utc(2026, 1, 2))]
