@@ -273,3 +273,11 @@ def test_pending_entries_in_other_date_forms_run_in_time_order() -> None:
     task = cron_task(backfill=["2026-01-02T00:00:00Z", "2026-01-01T12:00:00+00:00", "2026-01-01T00:00:00.000Z"])
     assert [timing.parse_date(v) for v in overlap.pending(task)] == [utc(2026, 1, 1), utc(2026, 1, 1, 12), utc(2026, 1, 2)]
     assert overlap.merge_backfill(task, [utc(2026, 1, 2)]) == [timing.fmt(d) for d in (utc(2026, 1, 1), utc(2026, 1, 1, 12), utc(2026, 1, 2))]
+
+
+def test_the_remote_client_s_ctx_occurrence() -> None:
+    from after.client.jobs import Context
+
+    assert Context({"id": "t", "task": {"occurrence": "2026-01-01T00:00:00.000Z"}}).occurrence == utc(2026, 1, 1)
+    assert Context({"id": "t", "task": {"cron": "* * * * *", "date": "2026-01-01T00:01:00.000Z"}}).occurrence == utc(2026, 1, 1, 0, 1)
+    assert Context({"id": "t", "task": {"date": "2026-01-01T00:01:00.000Z"}}).occurrence is None
