@@ -495,7 +495,6 @@ class Scheduler:
             for res in results.values():
                 if isinstance(res, dict):
                     self.observe(res)
-        await self.occurrences.run(now)
         if claims:
             for start, end in timing.claim_chunks(len(claims), self.settings.scheduler_claim_batch):
                 chunk = claims[start:end]
@@ -534,6 +533,8 @@ class Scheduler:
                         lag = now.timestamp() - (timing.due_at(doc) or now).timestamp()
                         for obs in self.lag_observers:
                             obs(max(0.0, lag), doc["worker"], (doc.get("job") or {}).get("name", ""))
+        # After the claims: spawning children and asking replacements never delays them.
+        await self.occurrences.run(now)
         for key, value in stats.items():
             self.counters[key] += value
         elapsed = time.perf_counter() - started
