@@ -373,6 +373,7 @@ def setup(
     click.echo(f"database {settings.couchdb_database!r} and {users} ready")
 
 
+from after.cli_overlap import backfill  # noqa: E402,F401 - registers `after task backfill`
 from after.cli_pause import pause, resume  # noqa: E402 - `after pause|resume`, `after task pause|resume`
 from after.cli_tasks import task  # noqa: E402 - registers the `after task` group
 from after.cli_tokens import token  # noqa: E402 - registers `after token`

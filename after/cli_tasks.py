@@ -66,6 +66,7 @@ def task() -> None:
 @click.option("--retry", type=int, default=None, help="Retries after a failure.")
 @click.option("--jitter", type=float, default=None, help="Cron only: delay each occurrence by up to S seconds (the same on every daemon).")
 @click.option("--exclude", multiple=True, metavar="DATE|RANGE", help="Cron only: no run on this day or inclusive range (YYYY-MM-DD[/YYYY-MM-DD]); repeatable.")
+@click.option("--overlap", type=click.Choice(["wait", "skip", "replace", "allow"]), default=None, help="A cron run due while the previous one runs.")
 @click.option("--id", "task_id", default=None, help="The task's id (default: a new uuid).")
 @click.option("--kwargs", "kwargs_json", default=None, help="Keyword arguments as a JSON object.")
 @click.option("--json-args", is_flag=True, help="Parse each argument as JSON (numbers, lists...).")
@@ -87,6 +88,7 @@ def add(
     retry: int | None,
     jitter: float | None,
     exclude: tuple[str, ...],
+    overlap: str | None,
     task_id: str | None,
     kwargs_json: str | None,
     json_args: bool,
@@ -103,7 +105,10 @@ def add(
     except ValueError as exc:
         raise click.BadParameter(f"not JSON: {exc}") from None
     body: dict[str, Any] = {"worker": worker, "job": {"name": job, "arguments": args, "kwargs": kwargs}}
-    given = (("id", task_id), ("cron", cron), ("timezone", timezone), ("priority", priority), ("timeout", timeout), ("retry", retry), ("jitter", jitter))
+    given = (
+        ("id", task_id), ("cron", cron), ("timezone", timezone), ("priority", priority), ("timeout", timeout), ("retry", retry),
+        ("jitter", jitter), ("overlap", overlap),
+    )  # fmt: skip
     for key, value in given:
         if value is not None:
             body[key] = value

@@ -29,6 +29,8 @@ function (doc) {
   if (s === 'waiting' || s === 'reschedule') emit(ms(doc.date), null);
   else if (s === 'schedule' || s === 'scheduled') emit(ms(doc.lease && doc.lease.until), null);
   else if (s === 'cancel') emit(0, null);
+  // overlap / backfill (after.occurrences): pending backfills, finished children not yet recorded
+  if ((Array.isArray(doc.backfill) && doc.backfill.length) || (doc.parent && (s === 'done' || s === 'err' || s === 'canceled'))) emit(0, null);
 }
 """
 

@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from after import calendar, model, quorum, timing, triage
+from after import calendar, model, occurrences, quorum, timing, triage
 from after.bulkwriter import BulkWriter
 from after.config import Settings
 from after.errors import AfterError, Conflict, InvalidInput, NotFound, Uncertain
@@ -596,6 +596,8 @@ class Runner:
         lease_id = (cur.get("lease") or {}).get("id")
         doc = final
         for _ in range(10):
+            # A cancel that acknowledges a replace (overlap ``replace``): the replaced run instead.
+            doc = occurrences.settle(doc, by=self.by, now=self.clock(), limit=self._limit(), runs_limit=self.settings.scheduler_runs_limit)
             try:
                 await self.writer.write(doc)
                 return

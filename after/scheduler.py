@@ -45,7 +45,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from after import calendar, catchup, model, pauses, quorum, timing, triage
+from after import calendar, catchup, model, occurrences, pauses, quorum, timing, triage
 from after.config import Settings
 from after.deptrack import DepTracker
 from after.dispatch import Dispatcher, LocalDispatcher, NoDispatcher
@@ -163,6 +163,8 @@ class Scheduler:
         self.pauses = pauses.PausedNames()
         #: Due tasks whose dependencies (``after``) have not all finished (see :meth:`_gate_deps`).
         self.deps = DepTracker()
+        #: Overlap policies (replace, allow) and backfills (after.occurrences).
+        self.occurrences = occurrences.Occurrences(self)
 
     # -- memory -------------------------------------------------------------------------------
 
@@ -242,7 +244,10 @@ class Scheduler:
                 self._kick.set()
                 return
             self._invalid.pop(task_id, None)
+        wake = self.occurrences.observe(doc)
         when = timing.agenda_time(doc)
+        if when is not None and wake is not None:
+            when = min(when, wake)  # a running replace task: its next occurrence replaces it
         if when is None or when > max(self._horizon, self._reaching):
             self.tasks.pop(task_id, None)
             return
@@ -482,6 +487,9 @@ class Scheduler:
         writes: list[dict[str, Any]] = []
         stats: dict[str, int] = defaultdict(int)
         valid = await self._gate_deps([doc for doc in due if doc["_id"] not in self._broken], now, writes)
+        # A running occurrence whose replacement is due (overlap `replace`) is the
+        # occurrences' step, not a claim (after.occurrences).
+        valid = [doc for doc in valid if not self.occurrences.due(doc, now)]
         # Paused (the task, or its worker name): not planned, so nothing happens to it until
         # it is resumed; a worker name's tasks are parked until then (after.pauses).
         valid, _paused, name_paused = pauses.split(valid, self.pauses)
@@ -558,6 +566,8 @@ class Scheduler:
                         lag = now.timestamp() - (timing.due_at(doc) or now).timestamp()
                         for obs in self.lag_observers:
                             obs(max(0.0, lag), doc["worker"], (doc.get("job") or {}).get("name", ""))
+        # After the claims: spawning children and asking replacements never delays them.
+        await self.occurrences.run(now)
         for key, value in stats.items():
             self.counters[key] += value
         elapsed = time.perf_counter() - started
@@ -594,6 +604,8 @@ class Scheduler:
                 self._requeue(doc, takeover + self.settings.scheduler_claim_ahead)
                 stats["deferred"] += 1
                 return
+            if self.occurrences.fire(doc):
+                return  # overlap allow: the occurrence runs as a child document
             fires[worker].append(doc)
         elif action.kind == "cancel":
             out = self._acknowledge_cancel(doc, now)
@@ -770,7 +782,8 @@ class Scheduler:
                 return None  # another daemon's task: that daemon handles it
         out = dict(doc)
         out.pop("lease", None)
-        return model.set_status(out, model.CANCELED, self.daemon_id, now, limit=self.settings.scheduler_history_limit)
+        out = model.set_status(out, model.CANCELED, self.daemon_id, now, limit=self.settings.scheduler_history_limit)
+        return self.occurrences.settle(out, now)
 
     def recovered(self, doc: dict[str, Any], now: datetime, *, reason: str) -> dict[str, Any]:
         """A held task whose daemon or worker is gone: back to waiting, retried, or ``err``.
@@ -826,7 +839,8 @@ class Scheduler:
             if cur.get("status") == model.CANCEL:
                 out = dict(cur)
                 out.pop("lease", None)
-                writes.append(model.set_status(out, model.CANCELED, self.daemon_id, now, limit=self.settings.scheduler_history_limit))
+                out = model.set_status(out, model.CANCELED, self.daemon_id, now, limit=self.settings.scheduler_history_limit)
+                writes.append(self.occurrences.settle(out, now))
             elif cur.get("status") in model.HELD:
                 writes.append(self.recovered(cur, now, reason="worker died"))
         if writes:
@@ -1002,6 +1016,11 @@ class Client(Tasks):
             body["date"] = time.time()
         (doc,) = await self.create([body])
         return doc
+
+    async def backfill(self, task_id: str, start: Any, end: Any) -> dict[str, Any]:
+        """Run a cron task's occurrences of [start, end] (``POST /tasks/{id}/backfill``):
+        ``{id, count, occurrences, pending, task}``."""
+        return await occurrences.backfill(self, task_id, timing.parse_date(start, field="from"), timing.parse_date(end, field="to"))
 
     async def wait(self, task_id: str, *, statuses: Iterable[str] = model.TERMINAL, timeout: float = 60.0) -> dict[str, Any]:
         """Poll until the task reaches one of ``statuses`` (a convenience for scripts and tests)."""

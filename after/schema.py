@@ -246,7 +246,14 @@ class TaskFields(_Strict):
     retry: RetryField = None
     misfire: MisfireField = None
     retention: Annotated[Retention | None, Field(description="seconds a finished task is kept (default: `scheduler.retention_days`)")] = None
-    overlap: Annotated[Literal["wait", "skip"] | None, Field(description="a cron run due while the previous one runs: `wait` (default) or `skip`")] = None
+    overlap: Annotated[
+        Literal["wait", "skip", "replace", "allow"] | None,
+        Field(
+            description="a cron run due while the previous one runs: `wait` (default: after it), `skip`, `replace` "
+            "(cancel the running one, recorded `replaced` in `runs`) or `allow` (each occurrence runs as a child "
+            "`<id>@<epoch>`, at most 100 unfinished at once)"
+        ),
+    ] = None
 
     # -- schedule controls (issue 16): each control's client fields in its own block --
     # deps
@@ -378,8 +385,19 @@ class StoredTask(TaskFields):
     deliveries: Annotated[list[Any] | None, Field(description="the last webhook deliveries (written by After)")] = None
 
     # calendar / overlap (occurrence, resume)
-    occurrence: Annotated[
-        Date | None, Field(description="the cron occurrence (its nominal time, before jitter) that `date` stands for; written by After")
+    occurrence: Annotated[Date | None, Field(description="the cron occurrence (its nominal time, before jitter) that `date` stands for; written by After")] = (
+        None
+    )
+    parent: Annotated[
+        str | None, Field(min_length=1, max_length=200, description="the task whose occurrence this child runs (overlap `allow`, backfill); written by After")
+    ] = None
+    backfill: Annotated[
+        list[Date] | None,
+        Field(max_length=1000, description="occurrences still to run of a backfill (POST /tasks/{id}/backfill), oldest first; written by After"),
+    ] = None
+    backfilled: Annotated[bool | None, Field(description="a child that runs a backfilled occurrence; written by After")] = None
+    replacing: Annotated[
+        dict[str, Any] | None, Field(description="a replace under way (overlap `replace`): the occurrence that replaces the running one; written by After")
     ] = None
 
     # end of schedule controls

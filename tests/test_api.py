@@ -407,6 +407,7 @@ def test_one_task_history_and_revisions(api: Daemon) -> None:
 #: A working request for every write route, in an order where each can succeed.
 WRITE_EXAMPLES: list[tuple[str, str, str, Any, int]] = [
     ("post", "/tasks", "/tasks", {"id": "sec-1", "worker": "sec", "date": "2035-01-01", "job": "noop"}, 201),
+    ("post", "/tasks/{id}/backfill", "/tasks/task:sec-1/backfill", {"from": "2026-01-01", "to": "2026-01-02"}, 409),  # one-shot: past the check
     ("post", "/tasks/{id}/cancel", "/tasks/task:sec-1/cancel", None, 200),
     ("post", "/tasks/{id}/reschedule", "/tasks/task:sec-1/reschedule", {"date": "2035-02-01"}, 200),
     ("post", "/tasks/{id}/pause", "/tasks/task:sec-1/pause", {"note": "sec"}, 200),

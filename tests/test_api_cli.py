@@ -63,4 +63,4 @@ def test_shell_completion_as_documented(tmp_path: Path) -> None:
     assert source.returncode == 0 and "complete " in source.stdout and "_after_completion" in source.stdout
     complete = {**env, "_AFTER_COMPLETE": "bash_complete", "COMP_WORDS": "after task ", "COMP_CWORD": "2"}
     words = subprocess.run([str(after)], env=complete, capture_output=True, text=True, timeout=30)
-    assert {line.split(",")[1] for line in words.stdout.splitlines()} == {"add", "ls", "show", "cancel", "reschedule", "rm", "pause", "resume"}
+    assert {line.split(",")[1] for line in words.stdout.splitlines()} == {"add", "ls", "show", "cancel", "reschedule", "rm", "pause", "resume", "backfill"}

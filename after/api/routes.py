@@ -653,4 +653,4 @@ def install(app: web.Application) -> None:
 
 # The other route modules register into ROUTES when imported: imported here, so whoever
 # reads ROUTES (the router, the spec, a test) sees every route, whatever it imported first.
-from after.api import pauseapi, tokenapi, workerapi  # noqa: E402,F401
+from after.api import overlapapi, pauseapi, tokenapi, workerapi  # noqa: E402,F401

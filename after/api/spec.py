@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from after import __version__, model, pauses, schema, tokens, webhooks, wireschema
+from after import __version__, model, overlap, pauses, schema, tokens, webhooks, wireschema
 from after.api.middleware import is_public
 
 ERROR = {
@@ -126,6 +126,8 @@ SCHEMAS: dict[str, Any] = {
     **tokens.openapi_schemas(),
     # pause and resume (after.pauses).
     **pauses.openapi_schemas(),
+    # POST /tasks/{id}/backfill (after.overlap).
+    **overlap.openapi_schemas(),
     "TaskInputOrList": {
         "oneOf": [
             {"$ref": "#/components/schemas/TaskInput"},

@@ -9,6 +9,7 @@ import inspect
 import threading
 import traceback
 from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
 JobFunc = Callable[..., Any]
@@ -43,6 +44,18 @@ class Context:
         self._lock = threading.Lock()
         self._progress: dict[str, Any] | None = None
         self._lines: list[str] = []
+
+    @property
+    def occurrence(self) -> datetime | None:
+        """The cron occurrence this run stands for (its nominal time: a backfilled or
+        concurrent occurrence's own), as the daemon's ``ctx.occurrence``; None for a one-shot task."""
+        value = self.task.get("occurrence") or (self.task.get("date") if self.task.get("cron") else None)
+        if not isinstance(value, str):
+            return None
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            return None
 
     def progress(self, done: float, total: float | None = None) -> None:
         with self._lock:

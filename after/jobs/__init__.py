@@ -93,8 +93,13 @@ class TaskContext:
     def occurrence(self) -> datetime | None:
         """The cron occurrence this run stands for (its nominal time, before jitter); None for a one-shot task.
 
-        A job that reports on "the day" it runs for needs this, not the clock: a jittered
-        or late run starts after its occurrence, maybe on the next day."""
+        A job that reports on "the day" it runs for needs this, not the clock: a jittered,
+        late, backfilled or concurrent (``allow``) run starts after its occurrence, maybe on
+        the next day. A backfill or ``allow`` child carries its occurrence itself."""
+        if self.task.get("parent") is not None:
+            from after.occurrences import occurrence_of  # lazily: after.occurrences imports after.model, which is not needed to import after.jobs
+
+            return occurrence_of(self.task)
         return calendar.nominal_of(self.task) if self.task.get("cron") else None
 
     @property

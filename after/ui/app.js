@@ -634,13 +634,15 @@
             h('tbody', {}, t.runs.slice().reverse().map((run) => h('tr', {},
               h('td', { class: 'nowrap' }, timeEl(run.date)), h('td', { class: 'nowrap' }, timeEl(run.started)),
               h('td', { class: 'num nowrap' }, fmtMs(Date.parse(run.finished) - Date.parse(run.started))),
-              h('td', {}, badge(run.status)),
+              h('td', {}, badge(run.status), run.backfill ? h('span', { class: 'muted', 'data-testid': 'run-backfill' }, ' backfill') : null),
               h('td', { class: run.error ? 'err-cell' : 'muted', title: run.error && run.error.message ? run.error.message : '' },
                 run.error ? run.error.message || run.error.reason || 'error' : '—'))))))));
       }
       // Sections of the schedule controls' own files (hooks.js, ...): each returns one or null.
       const extra = (typeof window !== 'undefined' && window.AfterUI && window.AfterUI.taskSections) || [];
       extra.forEach((f) => { const el = f(t, { h, section, timeEl, badge, headRow }); if (el) parts.push(el); });
+      const overlap = window.AfterOverlap && window.AfterOverlap.panel(t, { api, flash, showError, reload: load }); // after/ui/overlap.js
+      if (overlap) side.push(overlap);
       if (t.log && t.log.length) {
         const pre = code('task-log', t.log.join('\n'));
         pre.classList.add('log');
