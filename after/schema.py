@@ -310,6 +310,7 @@ def _needs_a_date(fields: TaskFields) -> None:
         raise PydanticCustomError("unprocessable", "timezone: only meaningful with cron")
     _runs_in_zone(fields)
     _calendar_needs_cron(fields)
+    _controls_fit(fields)
 
 
 def _calendar_needs_cron(fields: TaskFields) -> None:
@@ -317,6 +318,25 @@ def _calendar_needs_cron(fields: TaskFields) -> None:
     for name in ("jitter", "exclude"):
         if getattr(fields, name) is not None and fields.cron is None:
             raise PydanticCustomError("unprocessable", f"{name}: only meaningful with cron")
+
+
+#: Room an occurrence's child id takes after its parent's (``@`` and epoch seconds, e.g.
+#: ``@2000000000``; after.overlap.child_id): an ``allow`` task's id must leave it.
+CHILD_ID_ROOM = 12
+
+
+def _controls_fit(fields: TaskFields) -> None:
+    """Options that mean nothing alone are refused, not silently dropped: ``after_failed``
+    without ``after``; an ``allow`` task whose id leaves no room for its children's ids."""
+    if fields.after_failed is not None and not fields.after:
+        raise PydanticCustomError("unprocessable", "after_failed: only meaningful with after (the tasks it waits for)")
+    given = fields.id if fields.id is not None else fields.id_
+    if fields.overlap == "allow" and given is not None:
+        full = given if given.startswith("task:") else "task:" + given
+        if len(full) + CHILD_ID_ROOM > 200:
+            raise PydanticCustomError(
+                "unprocessable", f"id: at most {200 - CHILD_ID_ROOM} characters with overlap `allow` (each occurrence runs as <id>@<epoch>)"
+            )
 
 
 def _runs_in_zone(fields: TaskFields) -> None:
@@ -461,7 +481,7 @@ def translate(exc: ValidationError, *, prefix: str = "") -> InvalidInput:
     message = _WORDS.get(first["type"], first["msg"]) or first["msg"]
     if first["type"] == "string_pattern_mismatch" and field.endswith("worker"):
         message = "invalid name (letters, digits, _ . @ -; at most 64)"
-    for name in ("timezone", "cron", "jitter", "exclude"):
+    for name in ("timezone", "cron", "jitter", "exclude", "after_failed", "id"):
         if first["type"] == "unprocessable" and message.startswith(name + ": "):
             field, message = (f"{field}.{name}" if field else name), message[len(name) + 2 :]
     if first["type"] not in ("missing", "extra_forbidden", "missing_date", "invalid", "unprocessable"):

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from after import deps
+from after import deps, schema
 from after.deptrack import DepTracker
+from after.errors import Unprocessable
 
 
 def t(task_id: str, status: str = "waiting", **extra: Any) -> dict[str, Any]:
@@ -256,3 +257,10 @@ async def test_gate_reads_tombstones_of_what_it_did_not_find() -> None:
     go, ends, later = await DepTracker().gate([d], NOW, store.get_many, by="d1", limit=10, buried=buried.get_many)
     assert go == [d] and d["dependencies"] == {"task:purged": {"status": "done", "result": None, "error": None}}
     assert not ends and not later and (store.requests, buried.requests) == (1, 1)
+
+
+def test_after_failed_without_after_is_refused_naming_it() -> None:
+    with pytest.raises(Unprocessable) as err:
+        schema.task_input({"worker": "w", "job": "x", "date": 1, "after_failed": "run"})
+    assert err.value.field == "after_failed"
+    schema.task_input({"worker": "w", "job": "x", "date": 1, "after_failed": "run", "after": ["task:a"]})

@@ -319,3 +319,12 @@ def test_allow_spawns_a_jittered_child_for_the_nominal_occurrence_and_places_the
     assert kid["occurrence"] == timing.fmt(NOW) and kid["date"] == parent["date"]
     nxt = calendar.place(parent, NOW + timedelta(hours=1))
     assert plan.parent is not None and plan.parent["date"] == timing.fmt(nxt.date) and plan.parent["occurrence"] == timing.fmt(nxt.occurrence)
+
+
+def test_an_allow_task_s_id_must_leave_room_for_its_children_s_ids() -> None:
+    base = {"worker": "w", "job": "x", "cron": "* * * * *", "overlap": "allow"}
+    schema.task_input({**base, "id": "a" * 183})  # task: + 183 + @<epoch> fits in 200
+    with pytest.raises(Unprocessable) as err:
+        schema.task_input({**base, "id": "a" * 184})
+    assert err.value.field == "id" and "188" in err.value.message
+    schema.task_input({**base, "overlap": "wait", "id": "a" * 190})  # no children: the id's own bound
