@@ -235,11 +235,13 @@ async def test_python_module_pauses_tasks_and_worker_names(couch: Couch, dbname:
         ran.append(ctx.id)
 
     async with connect(couch.url_for(), database=dbname, run={"calc": {"note": note}}) as after:
-        # Due in 6 s: paused before it is claimed (scheduler.claim_ahead, 2 s, before its date).
-        first = await after.schedule("calc", "note", date=time.time() + 6)
+        # Due in 15 s: paused well before it is claimed (scheduler.claim_ahead, 2 s, before
+        # its date), however busy the machine.
+        due = time.time() + 15
+        first = await after.schedule("calc", "note", date=due)
         paused = await after.pause(first["_id"], note="later")
         assert paused["paused"]["by"] == "python" and paused["paused"]["note"] == "later"
-        await asyncio.sleep(6 + 2)  # past its date
+        await asyncio.sleep(due + 2 - time.time())  # past its date
         assert ran == []
         await after.resume(first["_id"])
         assert (await after.wait(first["_id"], timeout=LONG))["status"] == "done"
